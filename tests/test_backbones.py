@@ -1,0 +1,153 @@
+"""Backbones give the contract's features, stay frozen, and match their library's own encoders."""
+
+import json
+import string
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import vl_adapters as vla
+
+
+def meanp_cosine(image_emb, text_emb, b, t):
+    """CLIP4Clip meanP zero-shot: mean of normalised frame embeddings, re-normalised, cosine with text."""
+    frames = F.normalize(image_emb, dim=-1).view(b, t, -1).mean(1)
+    return F.normalize(text_emb, dim=-1) @ F.normalize(frames, dim=-1).T
+
+
+def test_tiny_features_follow_contract(tiny_backbone, frames, texts):
+    video, mask = frames
+    features = tiny_backbone.encode_video(video, mask)
+    dims = tiny_backbone.dims
+    assert features.frame_emb.shape == (3, 5, dims.embed_dim)
+    assert features.patch_tokens.shape == (3, 5, 16, dims.vision_width)
+    assert features.grid == (4, 4)
+    assert torch.all(features.frame_emb[2, 3:] == 0) and features.frame_emb[2, :3].abs().sum() > 0
+    text = tiny_backbone.encode_text(texts)
+    assert text.text_emb.shape == (3, dims.embed_dim) and text.texts == texts
+    assert text.token_states.shape[:2] == text.token_mask.shape == (3, dims.context_length)
+
+
+def test_padded_frames_do_not_change_real_ones(tiny_backbone, frames):
+    video, mask = frames
+    full = tiny_backbone.encode_video(video, mask)
+    alone = tiny_backbone.encode_video(video[2:, :3])
+    torch.testing.assert_close(full.frame_emb[2, :3], alone.frame_emb[0], rtol=0, atol=1e-5)
+
+
+def test_chunking_gives_same_features(frames):
+    video, _ = frames
+    small = vla.load_backbone("tiny", device="cpu", chunk_size=2).encode_video(video)
+    large = vla.load_backbone("tiny", device="cpu", chunk_size=512).encode_video(video)
+    torch.testing.assert_close(small.frame_emb, large.frame_emb, rtol=0, atol=1e-5)
+
+
+def test_uint8_frames_are_transformed(tiny_backbone):
+    raw = torch.randint(0, 256, (2, 3, 3, 48, 64), dtype=torch.uint8)
+    assert tiny_backbone.transform(raw).shape == (2, 3, 3, 32, 32)
+    torch.testing.assert_close(tiny_backbone.encode_video(raw).frame_emb,
+                               tiny_backbone.encode_video(tiny_backbone.transform(raw)).frame_emb)
+
+
+def test_frozen_and_eval(tiny_backbone, frames):
+    assert not any(p.requires_grad for p in tiny_backbone.parameters())
+    model = vla.wrap(tiny_backbone, ["temporal_transformer"])
+    model.train()
+    assert model.training and not tiny_backbone.training and not tiny_backbone.model.training
+    out = tiny_backbone.encode_video(frames[0])
+    assert not out.frame_emb.requires_grad
+
+
+def test_wrong_frame_shape_is_named(tiny_backbone):
+    with pytest.raises(vla.FeatureShapeError, match=r"encode_video: frames: expected shape \[B, T, 3, H, W\]"):
+        tiny_backbone.encode_video(torch.zeros(2, 3, 32, 32))
+
+
+def test_unknown_family_and_missing_checkpoint():
+    with pytest.raises(vla.RegistryError, match="unknown backbone family 'open_clp'.*open_clip"):
+        vla.load_backbone("open_clp:ViT-B-32")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        vla.load_backbone("tiny", pretrained="/nonexistent/weights.safetensors")
+
+
+@pytest.fixture(scope="module")
+def vit_b32_file(tmp_path_factory):
+    """open_clip ViT-B-32 with random weights, written to a local safetensors file (no download)."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-32", pretrained=None)
+    path = tmp_path_factory.mktemp("vitb32") / "open_clip_model.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return model.eval(), path
+
+
+@pytest.mark.slow
+def test_open_clip_parity_from_local_file(vit_b32_file):
+    import open_clip
+
+    reference, path = vit_b32_file
+    backbone = vla.load_backbone("open_clip:ViT-B-32", pretrained=str(path), device="cpu")
+    model = vla.wrap(backbone, ["temporal_transformer"])
+    b, t = 2, 3
+    video = torch.randn(b, t, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    texts = ["a dog runs on the grass", "someone is cooking pasta"]
+    ours = model.similarity(texts, video)
+    with torch.no_grad():
+        image_emb = reference.encode_image(video.flatten(0, 1))
+        text_emb = reference.encode_text(open_clip.get_tokenizer("ViT-B-32")(texts))
+    expected = meanp_cosine(image_emb, text_emb, b, t)
+    assert (ours - expected).abs().max() <= 1e-4
+    assert backbone.dims.embed_dim == 512 and backbone.dims.grid == (7, 7) and backbone.dims.vision_width == 768
+
+
+@pytest.fixture(scope="module")
+def hf_clip_dir(tmp_path_factory):
+    """A small transformers CLIPModel and a character-level CLIP tokenizer saved to a local directory."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    root = tmp_path_factory.mktemp("hfclip")
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for suffix in ("", "</w>"):
+        for c in string.ascii_lowercase:
+            vocab[c + suffix] = len(vocab)
+    (root / "vocab.json").write_text(json.dumps(vocab))
+    (root / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(vocab_file=str(root / "vocab.json"), merges_file=str(root / "merges.txt"),
+                              unk_token="<|endoftext|>", pad_token="<|endoftext|>")
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=16, eos_token_id=1, bos_token_id=0,
+                         pad_token_id=1),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=24,
+    )
+    torch.manual_seed(0)
+    model = CLIPModel(config).eval()
+    model.save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+    return model, tokenizer, root / "model"
+
+
+def test_hf_parity_from_local_dir(hf_clip_dir):
+    reference, tokenizer, path = hf_clip_dir
+    backbone = vla.load_backbone(f"hf:{path}", device="cpu")
+    assert backbone.dims.grid == (4, 4) and backbone.dims.embed_dim == 24
+    model = vla.wrap(backbone, ["temporal_transformer"])
+    b, t = 2, 4
+    video = torch.randn(b, t, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    texts = ["a cat sits", "dogs run fast"]
+    ours = model.similarity(texts, video)
+    with torch.no_grad():
+        image_emb = reference.get_image_features(pixel_values=video.flatten(0, 1))
+        enc = tokenizer(texts, padding="max_length", max_length=16, truncation=True, return_tensors="pt")
+        text_emb = reference.get_text_features(**enc)
+    image_emb = getattr(image_emb, "pooler_output", image_emb)
+    text_emb = getattr(text_emb, "pooler_output", text_emb)
+    expected = meanp_cosine(image_emb, text_emb, b, t)
+    assert (ours - expected).abs().max() <= 1e-4
+    features = backbone.encode_video(video)
+    assert features.patch_tokens.shape == (b, t, 16, 32)

@@ -1,0 +1,96 @@
+"""The wrapped model: identity at initialisation, a frozen backbone, and save/load."""
+
+import pytest
+import torch
+
+import vl_adapters as vla
+from vl_adapters.core.pooling import cosine_matrix
+
+
+def zero_shot(backbone, texts, video, mask):
+    return cosine_matrix(backbone.encode_text(texts), backbone.encode_video(video, mask))
+
+
+def test_identity_at_init(tiny_backbone, frames, texts):
+    video, mask = frames
+    model = vla.wrap(tiny_backbone, ["temporal_transformer"])
+    assert (model.similarity(texts, video, frame_mask=mask) - zero_shot(tiny_backbone, texts, video, mask)).abs().max() <= 1e-5
+
+
+def test_wrap_accepts_names_configs_and_dicts(tiny_backbone):
+    cls = vla.build_adapter("temporal_transformer", tiny_backbone.dims).config_class
+    for spec in ("temporal_transformer", cls(layers=1), {"type": "temporal_transformer", "layers": 1}):
+        assert len(vla.wrap(tiny_backbone, [spec]).adapters) == 1
+
+
+def train_steps(model, video, mask, texts, steps=3):
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-2)
+    model.train()
+    for _ in range(steps):
+        out = model({"video": video, "frame_mask": mask, "text": texts})
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+    return out
+
+
+def test_training_leaves_backbone_bit_identical(frames, texts):
+    backbone = vla.load_backbone("tiny", device="cpu")
+    model = vla.wrap(backbone, ["temporal_transformer"])
+    before_backbone = {k: v.clone() for k, v in backbone.state_dict().items()}
+    before_adapters = {k: v.clone() for k, v in model.adapters.state_dict().items()}
+    out = train_steps(model, *frames, texts)
+    assert torch.isfinite(out.loss) and set(out.losses) == {"retrieval"}
+    for name, tensor in backbone.state_dict().items():
+        assert torch.equal(tensor, before_backbone[name]), name
+    changed = [k for k, v in model.adapters.state_dict().items() if not torch.equal(v, before_adapters[k])]
+    assert any("out_proj" in k for k in changed) and any("encoder" in k for k in changed)
+
+
+def test_save_load_round_trip(tmp_path, frames, texts):
+    backbone = vla.load_backbone("tiny", device="cpu")
+    model = vla.wrap(backbone, [{"type": "temporal_transformer", "layers": 1}])
+    train_steps(model, *frames, texts)
+    model.eval()
+    model.save_adapters(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapters.json", "adapters.safetensors"]
+    loaded = vla.load_adapters(tmp_path, backbone=backbone)
+    loaded.eval()
+    assert torch.equal(model.similarity(texts, frames[0]), loaded.similarity(texts, frames[0]))
+    assert loaded.adapters[0].config.layers == 1
+    # with no backbone given, the saved spec is loaded
+    assert torch.equal(vla.load_adapters(tmp_path, device="cpu").eval().similarity(texts, frames[0]),
+                       model.similarity(texts, frames[0]))
+
+
+def test_load_onto_other_backbone_fails(tmp_path):
+    backbone = vla.load_backbone("tiny", device="cpu")
+    vla.wrap(backbone, ["temporal_transformer"]).save_adapters(tmp_path)
+
+    class Other:
+        spec = "open_clip:ViT-B-32"
+        dims = vla.BackboneDims(512, 768, 512, (7, 7), 77, 224)
+        device = torch.device("cpu")
+
+    with pytest.raises(ValueError, match="trained on backbone 'tiny:tiny-clip'.*given backbone is 'open_clip:ViT-B-32'"):
+        vla.load_adapters(tmp_path, backbone=Other())
+
+
+def test_multiple_choice_with_variable_candidates(tiny_backbone, frames):
+    video, mask = frames
+    model = vla.wrap(tiny_backbone, ["temporal_transformer"], task="multiple_choice")
+    batch = {
+        "video": video, "frame_mask": mask,
+        "question": ["what happens?", "what moves?", "which colour?"],
+        "candidates": [["a", "b"], ["c", "d", "e", "f"], ["g", "h", "i"]],
+        "candidate_mask": torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.bool),
+        "answer": torch.tensor([1, 3, 0]),
+    }
+    out = model(batch)
+    assert out.scores.shape == (3, 4)
+    assert torch.isinf(out.scores[0, 2:]).all() and torch.isfinite(out.scores[1]).all()
+    assert torch.isfinite(out.loss)
+    bad = {**batch, "candidate_mask": batch["candidate_mask"].clone()}
+    bad["candidate_mask"][0] = False
+    with pytest.raises(ValueError, match="no candidate for rows \\[0\\]"):
+        model(bad)

@@ -1,0 +1,3 @@
+"""Built-in adapters; importing this package registers them."""
+
+from . import temporal_transformer  # noqa: F401

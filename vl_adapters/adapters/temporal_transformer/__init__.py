@@ -1,0 +1,4 @@
+from .adapter import TemporalTransformer
+from .config import TemporalTransformerConfig
+
+__all__ = ["TemporalTransformer", "TemporalTransformerConfig"]

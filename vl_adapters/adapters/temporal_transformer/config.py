@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...core.config import AdapterConfig
+
+
+@dataclass
+class TemporalTransformerConfig(AdapterConfig):
+    """CLIP4Clip's seqTransf: a Transformer over frame embeddings with position embeddings."""
+
+    layers: int = 4
+    heads: int = 8
+    max_frames: int = 64
+    mlp_ratio: float = 4.0
+    dropout: float = 0.1

@@ -1,0 +1,190 @@
+"""The frozen Backbone: frames and texts in, VideoFeatures and TextFeatures out."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from ..core.adapter import BackboneDims
+from ..core.features import FeatureShapeError, TextFeatures, VideoFeatures
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+class Backbone(nn.Module):
+    """Base class of the frozen image-text backbones.
+
+    Subclasses implement `_encode_images`, `_encode_tokens` and `tokenize`; this class folds videos
+    into frame batches, chunks them to bound memory, keeps the weights frozen and in eval mode, and
+    runs under no_grad unless a backbone-stage adapter (LoRA, ST-Adapter) needs gradients through it.
+    """
+
+    family = ""
+
+    def __init__(
+        self,
+        *,
+        spec: str,
+        model: nn.Module,
+        dims: BackboneDims,
+        mean: Sequence[float],
+        std: Sequence[float],
+        logit_scale: float,
+        precision: str = "auto",
+        device: str | torch.device | None = None,
+        chunk_size: int = 256,
+    ) -> None:
+        super().__init__()
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if precision == "auto":
+            precision = "bf16" if device.type == "cuda" else "fp32"
+        self.spec = spec
+        self.model = model
+        self.dims = dims
+        self.precision = precision
+        self.chunk_size = chunk_size
+        self.register_buffer("pixel_mean", torch.tensor(mean).view(3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std).view(3, 1, 1), persistent=False)
+        self.logit_scale = float(logit_scale)
+        self.needs_grad = False  # set by backbone-stage adapters
+        self.model.requires_grad_(False)
+        self.model.to(device=device, dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
+        self.pixel_mean, self.pixel_std = self.pixel_mean.to(device), self.pixel_std.to(device)
+        self.eval()
+
+    # ---- to implement --------------------------------------------------------------------
+    def _encode_images(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """images [N,3,S,S] normalised -> (embedding [N,D], patch tokens [N,gh*gw,C])."""
+        raise NotImplementedError
+
+    def _encode_tokens(self, input_ids: Tensor, token_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """-> (sentence embedding [B,D], last hidden states [B,L,C'])."""
+        raise NotImplementedError
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """-> (input_ids [B,L], token_mask [B,L] bool)."""
+        raise NotImplementedError
+
+    def token_mask_from_ids(self, input_ids: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    # ---- frozen behaviour ---------------------------------------------------------------
+    def train(self, mode: bool = True) -> Backbone:
+        # Dropout and norm statistics of a frozen model never change, whatever the wrapper does.
+        return super().train(False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def _context(self):
+        grad = torch.enable_grad() if self.needs_grad and torch.is_grad_enabled() else torch.no_grad()
+        stack = contextlib.ExitStack()
+        stack.enter_context(grad)
+        if self.precision == "bf16":
+            stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16))
+        return stack
+
+    def fingerprint(self) -> str:
+        """A hash of the spec and every weight: the feature cache is valid only for the same one."""
+        digest = hashlib.sha256(self.spec.encode())
+        for name, tensor in sorted(self.model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    # ---- frames ---------------------------------------------------------------------------
+    def transform(self, frames: Tensor) -> Tensor:
+        """uint8 frames [..., 3, H, W] -> normalised float frames [..., 3, S, S]: resize the short
+        side (bicubic, as CLIP), centre crop, normalise; on tensors, so it runs batched on any device."""
+        if frames.dtype != torch.uint8:
+            raise FeatureShapeError(f"transform: expected uint8 frames [..., 3, H, W], got dtype {frames.dtype}")
+        lead = frames.shape[:-3]
+        x = frames.reshape(-1, *frames.shape[-3:]).to(self.device, torch.float32) / 255.0
+        size = self.dims.image_size
+        h, w = x.shape[-2:]
+        scale = size / min(h, w)
+        if (h, w) != (size, size):
+            new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+            x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
+            top, left = (new_h - size) // 2, (new_w - size) // 2
+            x = x[..., top : top + size, left : left + size].clamp(0, 1)
+        x = (x - self.pixel_mean) / self.pixel_std
+        return x.reshape(*lead, 3, size, size)
+
+    def encode_video(self, frames: Tensor, frame_mask: Tensor | None = None) -> VideoFeatures:
+        """frames [B,T,3,S,S] (normalised float, or uint8 of any size, transformed here) -> VideoFeatures.
+
+        Padded frames (frame_mask False) are not encoded; their features are zero.
+        """
+        if frames.ndim != 5 or frames.shape[2] != 3:
+            raise FeatureShapeError(f"encode_video: frames: expected shape [B, T, 3, H, W], got {list(frames.shape)}")
+        if frames.dtype == torch.uint8:
+            frames = self.transform(frames)
+        b, t = frames.shape[:2]
+        if frame_mask is None:
+            frame_mask = torch.ones(b, t, dtype=torch.bool)
+        if tuple(frame_mask.shape) != (b, t):
+            raise FeatureShapeError(f"encode_video: frame_mask: expected shape [{b}, {t}], got {list(frame_mask.shape)}")
+        frame_mask = frame_mask.to(self.device, torch.bool)
+        real = rearrange(frames, "b t c h w -> (b t) c h w")[frame_mask.flatten().to(frames.device)]
+        emb, patches = self.encode_images(real)
+        gh, gw = self.dims.grid
+        frame_emb = emb.new_zeros(b * t, emb.shape[-1])
+        patch_tokens = patches.new_zeros(b * t, *patches.shape[1:])
+        flat_mask = frame_mask.flatten()
+        frame_emb[flat_mask] = emb
+        patch_tokens[flat_mask] = patches
+        return VideoFeatures(
+            frame_emb=rearrange(frame_emb, "(b t) d -> b t d", b=b),
+            patch_tokens=rearrange(patch_tokens, "(b t) n c -> b t n c", b=b),
+            frame_mask=frame_mask,
+            grid=(gh, gw),
+        )
+
+    def encode_images(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """images [N,3,S,S] -> (embedding [N,D], patch tokens [N,N_patch,C]) in fp32, chunked."""
+        embs, patches = [], []
+        with self._context():
+            for chunk in images.split(self.chunk_size):
+                emb, tokens = self._encode_images(chunk.to(self.device))
+                embs.append(emb.float())
+                patches.append(tokens.float())
+        if not embs:
+            d, c = self.dims.embed_dim, self.dims.vision_width
+            n = self.dims.grid[0] * self.dims.grid[1]
+            return images.new_zeros(0, d, device=self.device), images.new_zeros(0, n, c, device=self.device)
+        return torch.cat(embs), torch.cat(patches)
+
+    # ---- text -----------------------------------------------------------------------------
+    def encode_text(self, texts: Sequence[str] | Tensor, token_mask: Tensor | None = None) -> TextFeatures:
+        """texts as strings or token ids [B,L] -> TextFeatures."""
+        strings = None
+        if isinstance(texts, Tensor):
+            if texts.ndim != 2:
+                raise FeatureShapeError(f"encode_text: input_ids: expected shape [B, L], got {list(texts.shape)}")
+            input_ids = texts.to(self.device)
+            token_mask = self.token_mask_from_ids(input_ids) if token_mask is None else token_mask.to(self.device)
+        else:
+            if isinstance(texts, str) or not all(isinstance(s, str) for s in texts):
+                raise TypeError("encode_text: texts must be a list of strings or a [B, L] tensor of token ids")
+            strings = list(texts)
+            input_ids, token_mask = self.tokenize(strings)
+            input_ids, token_mask = input_ids.to(self.device), token_mask.to(self.device)
+        with self._context():
+            emb, states = self._encode_tokens(input_ids, token_mask)
+        return TextFeatures(
+            text_emb=emb.float(),
+            token_states=states.float(),
+            token_mask=token_mask.bool(),
+            input_ids=input_ids,
+            texts=strings,
+        )

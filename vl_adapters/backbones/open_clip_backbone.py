@@ -1,0 +1,110 @@
+"""open_clip backbones: `open_clip:<model name>` and the tiny configs shipped with the package."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..core.adapter import BackboneDims
+from ..core.registry import BACKBONES
+from .base import Backbone
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class OpenClipBackbone(Backbone):
+    family = "open_clip"
+
+    def __init__(self, *, spec: str, model, tokenizer, **kwargs) -> None:
+        visual = model.visual
+        grid = tuple(visual.grid_size)
+        dims = BackboneDims(
+            embed_dim=int(visual.output_dim),
+            vision_width=int(visual.ln_post.normalized_shape[0]),
+            text_width=int(model.ln_final.normalized_shape[0]),
+            grid=(int(grid[0]), int(grid[1])),
+            context_length=int(model.context_length),
+            image_size=int(visual.image_size[0] if isinstance(visual.image_size, tuple) else visual.image_size),
+        )
+        mean = getattr(visual, "image_mean", None) or _OPENAI_MEAN
+        std = getattr(visual, "image_std", None) or _OPENAI_STD
+        super().__init__(
+            spec=spec, model=model, dims=dims, mean=mean, std=std,
+            logit_scale=float(model.logit_scale.detach().exp()), **kwargs,
+        )
+        self.tokenizer = tokenizer
+        # The patch tokens come from the ViT's own API rather than from a hook on its internals.
+        visual.output_tokens = True
+        if getattr(visual, "pool_type", "tok") != "tok" or getattr(visual, "attn_pool", None) is not None:
+            raise ValueError(f"{spec}: only ViT towers with a CLS token are supported (pool_type 'tok')")
+
+    def _encode_images(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        dtype = next(self.model.visual.parameters()).dtype
+        pooled, tokens = self.model.visual(images.to(dtype))
+        return pooled, tokens
+
+    def _encode_tokens(self, input_ids: Tensor, token_mask: Tensor) -> tuple[Tensor, Tensor]:
+        captured = {}
+        # ln_final's output is the text tower's last hidden state; encode_text pools and projects it.
+        handle = self.model.ln_final.register_forward_hook(lambda m, i, o: captured.__setitem__("states", o))
+        try:
+            emb = self.model.encode_text(input_ids)
+        finally:
+            handle.remove()
+        return emb, captured["states"]
+
+    def tokenize(self, texts):
+        ids = self.tokenizer(list(texts))
+        return ids, self.token_mask_from_ids(ids)
+
+    def token_mask_from_ids(self, input_ids: Tensor) -> Tensor:
+        # CLIP's BPE pads with 0 after the end-of-text token.
+        return input_ids != 0
+
+
+_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@BACKBONES.register("open_clip")
+def load_open_clip(name: str, *, pretrained: str | None = None, **kwargs) -> OpenClipBackbone:
+    import open_clip
+
+    if pretrained is not None and not Path(pretrained).exists() and ("/" in pretrained or pretrained.endswith(".safetensors")):
+        raise FileNotFoundError(f"open_clip:{name}: pretrained checkpoint {pretrained!r} does not exist")
+    model = open_clip.create_model(name, pretrained=pretrained, device="cpu")
+    tokenizer = open_clip.get_tokenizer(name)
+    return OpenClipBackbone(spec=f"open_clip:{name}", model=model, tokenizer=tokenizer, **kwargs)
+
+
+def tiny_configs() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
+@BACKBONES.register("tiny")
+def load_tiny(name: str = "tiny-clip", *, pretrained: str | None = None, **kwargs) -> OpenClipBackbone:
+    """A small open_clip CLIP from a config shipped in the package: same code path as the real ones."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+    from open_clip.tokenizer import SimpleTokenizer
+
+    path = CONFIG_DIR / f"{name}.json"
+    if not path.exists():
+        raise ValueError(f"unknown tiny backbone config {name!r}; shipped: {tiny_configs()}")
+    cfg = json.loads(path.read_text())
+    torch.manual_seed(cfg.get("seed", 0))  # random weights are reproducible without a checkpoint
+    model = CLIP(
+        embed_dim=cfg["embed_dim"],
+        vision_cfg=CLIPVisionCfg(**cfg["vision_cfg"]),
+        text_cfg=CLIPTextCfg(**cfg["text_cfg"]),
+    )
+    if pretrained is not None:
+        from safetensors.torch import load_file
+
+        if not Path(pretrained).exists():
+            raise FileNotFoundError(f"tiny:{name}: pretrained checkpoint {pretrained!r} does not exist")
+        model.load_state_dict(load_file(pretrained), strict=True)
+    tokenizer = SimpleTokenizer(context_length=cfg["text_cfg"]["context_length"])
+    return OpenClipBackbone(spec=f"tiny:{name}", model=model, tokenizer=tokenizer, **kwargs)

@@ -1,0 +1,156 @@
+"""The Adapter base class: what every aligner, built in or third party, implements."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+from .config import AdapterConfig, ConfigError
+from .features import TextFeatures, VideoFeatures
+from .registry import ADAPTERS, RegistryError
+
+STAGES = ("backbone", "video", "text", "cross")
+
+
+@dataclass(frozen=True)
+class BackboneDims:
+    """What an adapter may know of the backbone: sizes only, never its internals."""
+
+    embed_dim: int
+    vision_width: int
+    text_width: int
+    grid: tuple[int, int]
+    context_length: int
+    image_size: int
+
+
+@dataclass
+class AdapterContext:
+    """What the model tells adapters about the batch beside the features themselves.
+
+    text_to_video  [Nt] long: index of the video each text belongs to, or None when texts and
+                   videos are unpaired (encoding alone, or scoring every text against every video).
+                   For "cross" adapters texts and videos always come as aligned pairs.
+    guidance       TextFeatures [B]: the text describing each video (training only); language-guided
+                   adapters (Tem-Adapter) read it, nothing at inference may depend on it.
+    task           the task head's name.
+    """
+
+    task: str = "retrieval"
+    text_to_video: Tensor | None = None
+    guidance: TextFeatures | None = None
+    extras: dict = field(default_factory=dict)
+
+
+@dataclass
+class AdapterOutput:
+    """Refined features plus named auxiliary losses, already multiplied by their config weights.
+
+    pair_logits [P]: a "cross" adapter with its own matching head scores each aligned pair here;
+    otherwise pairs are scored by the cosine of the refined embeddings.
+    """
+
+    video: VideoFeatures
+    text: TextFeatures | None
+    losses: dict[str, Tensor] = field(default_factory=dict)
+    pair_logits: Tensor | None = None
+
+
+class Adapter(nn.Module):
+    """Base class. Subclasses set `config_class` and `stage` and implement `forward`.
+
+    Identity at initialisation: every adapter enters through a residual whose last projection or
+    gate starts at zero, so a freshly wrapped model reproduces the backbone's similarities.
+    """
+
+    config_class: ClassVar[type[AdapterConfig]] = AdapterConfig
+    stage: ClassVar[str] = "video"
+    name: ClassVar[str] = ""
+
+    def __init__(self, config: AdapterConfig, dims: BackboneDims) -> None:
+        super().__init__()
+        self.config = config
+        self.dims = dims
+
+    def forward(self, video: VideoFeatures, text: TextFeatures | None, ctx: AdapterContext) -> AdapterOutput:
+        raise NotImplementedError
+
+    def format_candidates(self, question: str, answers: list[str]) -> list[str] | None:
+        """Multiple choice: the text to encode for each answer, or None for the task's default."""
+        return None
+
+    # "backbone" adapters change the backbone's forward; they implement these two.
+    def attach(self, backbone) -> None:
+        if self.stage == "backbone":
+            raise NotImplementedError(f"{type(self).__name__} is a backbone adapter and must implement attach()")
+
+    def detach(self) -> None:
+        pass
+
+
+_FORWARD_PARAMS = ["self", "video", "text", "ctx"]
+
+
+def register_adapter(name: str):
+    """Class decorator: register an Adapter subclass under `name` after checking it is well formed."""
+
+    def decorate(cls):
+        where = f"{cls.__module__}.{cls.__qualname__}"
+        if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+            raise TypeError(f"@register_adapter({name!r}) decorates {where}, which is not a vl_adapters.Adapter subclass")
+        if cls.stage not in STAGES:
+            raise TypeError(f"{where}.stage is {cls.stage!r}; it must be one of {STAGES}")
+        if cls.config_class is AdapterConfig or not dataclasses.is_dataclass(cls.config_class):
+            raise TypeError(
+                f"{where}.config_class must be a @dataclass subclass of vl_adapters.AdapterConfig "
+                "(an empty one is fine: `@dataclass class MyConfig(AdapterConfig): pass`)"
+            )
+        if name in ADAPTERS and ADAPTERS.get(name) is not cls:
+            raise RegistryError(
+                f"adapter name {name!r} is already taken by {ADAPTERS.get(name).__module__}; "
+                f"register {where} under another name"
+            )
+        params = list(inspect.signature(cls.forward).parameters)
+        if params != _FORWARD_PARAMS:
+            raise TypeError(
+                f"{where}.forward takes ({', '.join(params)}); it must be "
+                "forward(self, video, text, ctx) -> AdapterOutput"
+            )
+        try:
+            cls.config_class.type_name = name
+            cls.config_class().to_dict()
+        except ConfigError as error:
+            raise TypeError(f"{where}: {error}") from None
+        except TypeError as error:
+            raise TypeError(f"{where}.config_class must be constructible with defaults only: {error}") from None
+        cls.name = name
+        ADAPTERS.register(name, cls)
+        return cls
+
+    return decorate
+
+
+def list_adapters() -> list[str]:
+    return ADAPTERS.names()
+
+
+def build_adapter(spec: str | AdapterConfig | dict, dims: BackboneDims) -> Adapter:
+    """Build from a registered name, a config object, or a {"type": name, ...} dict."""
+    if isinstance(spec, str):
+        cls = ADAPTERS.get(spec)
+        config = cls.config_class()
+    elif isinstance(spec, AdapterConfig):
+        cls = ADAPTERS.get(spec.type_name)
+        config = spec
+    elif isinstance(spec, dict):
+        if "type" not in spec:
+            raise ConfigError(f"adapter dict needs a 'type' key naming a registered adapter, got keys {sorted(spec)}")
+        cls = ADAPTERS.get(spec["type"])
+        config = cls.config_class.from_dict(spec)
+    else:
+        raise TypeError(f"an adapter is given by name, config or {{'type': ...}} dict, got {type(spec).__name__}")
+    return cls(config, dims)

@@ -1,0 +1,245 @@
+"""The wrapped model: a frozen backbone, adapters in stage order, and a task head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .adapter import Adapter, AdapterConfig, AdapterContext, build_adapter
+from .features import TextFeatures, VideoFeatures
+from .io import load_json, load_tensors, save_json, save_tensors
+from .pooling import cosine_matrix, pair_cosine, topk_rerank_pairs
+
+STAGE_ORDER = {"backbone": 0, "video": 1, "text": 1, "cross": 2}
+ADAPTERS_FILE, CONFIG_FILE = "adapters.safetensors", "adapters.json"
+
+
+class CompositionError(ValueError):
+    """A list of adapters that cannot run together."""
+
+
+class VideoLanguageModel(nn.Module):
+    """Frozen backbone, "backbone" adapters inside it, then "video"/"text" adapters, "cross" adapters, task head."""
+
+    def __init__(self, backbone, adapters: Sequence[Adapter], task) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.adapters = nn.ModuleList(_ordered(adapters))
+        self.task = task
+        device = backbone.device
+        self.adapters.to(device=device, dtype=torch.float32)  # adapters stay fp32 under a bf16 backbone
+        self.task.to(device=device)
+        for adapter in self.backbone_adapters:
+            adapter.attach(backbone)
+        backbone.needs_grad = any(p.requires_grad for a in self.backbone_adapters for p in a.parameters())
+
+    # ---- the stages ---------------------------------------------------------------------
+    def _stage(self, *names: str) -> list[Adapter]:
+        return [a for a in self.adapters if a.stage in names]
+
+    @property
+    def backbone_adapters(self) -> list[Adapter]:
+        return self._stage("backbone")
+
+    @property
+    def cross_adapters(self) -> list[Adapter]:
+        return self._stage("cross")
+
+    @property
+    def uses_backbone_adapters(self) -> bool:
+        return bool(self.backbone_adapters)
+
+    def _context(self, **kwargs) -> AdapterContext:
+        return AdapterContext(task=self.task.name, **kwargs)
+
+    def format_candidates(self, question: str, answers: list[str]) -> list[str] | None:
+        for adapter in self.adapters:
+            formatted = adapter.format_candidates(question, answers)
+            if formatted is not None:
+                return formatted
+        return None
+
+    # ---- encoding -------------------------------------------------------------------------
+    def encode_inputs(self, video, text, frame_mask: Tensor | None = None) -> tuple[VideoFeatures, TextFeatures]:
+        """Backbone features (or the given features) for a batch, before any adapter."""
+        if not isinstance(video, VideoFeatures):
+            video = self.backbone.encode_video(video, frame_mask)
+        if not isinstance(text, TextFeatures):
+            text = self.backbone.encode_text(text)
+        device = self.backbone.device
+        return video.to(device).float(), text.to(device).float()
+
+    def encode_video(self, video, frame_mask: Tensor | None = None) -> VideoFeatures:
+        """Frames [B,T,3,H,W] (or cached VideoFeatures) through the backbone and the "video" adapters."""
+        if not isinstance(video, VideoFeatures):
+            video = self.backbone.encode_video(video, frame_mask)
+        video = video.to(self.backbone.device).float()
+        ctx = self._context()
+        for adapter in self._stage("video"):
+            video = adapter(video, None, ctx).video
+        return video
+
+    def encode_text(self, text) -> TextFeatures:
+        """Strings or token ids (or cached TextFeatures) through the backbone and the "text" adapters."""
+        if not isinstance(text, TextFeatures):
+            text = self.backbone.encode_text(text)
+        text = text.to(self.backbone.device).float()
+        ctx = self._context()
+        for adapter in self._stage("text"):
+            text = adapter(None, text, ctx).text
+        return text
+
+    def adapt(self, video: VideoFeatures, text: TextFeatures, *, text_to_video: Tensor,
+              guidance: TextFeatures | None = None) -> tuple[VideoFeatures, TextFeatures, dict[str, Tensor]]:
+        """Run the "video" and "text" adapters on a batch whose text i belongs to video text_to_video[i].
+
+        A video adapter may only change the video and a text adapter only the text, which is what keeps
+        the model a dual encoder; both may add auxiliary losses from the pairing.
+        """
+        ctx = self._context(text_to_video=text_to_video, guidance=guidance if self.training else None)
+        losses: dict[str, Tensor] = {}
+        for adapter in self._stage("video", "text"):
+            out = adapter(video, text, ctx)
+            if adapter.stage == "video":
+                video = out.video
+            else:
+                text = out.text
+            losses.update({f"{adapter.name}/{k}": v for k, v in out.losses.items()})
+        return video, text, losses
+
+    # ---- scoring -------------------------------------------------------------------------
+    def dual_similarity(self, text: TextFeatures, video: VideoFeatures) -> Tensor:
+        """[num_texts, num_videos] cosine similarities of the adapted dual encoder."""
+        return cosine_matrix(text, video)
+
+    def score_pairs(self, text: TextFeatures, video: VideoFeatures, *, with_losses: bool = False):
+        """Logits [P] of aligned pairs (text p with video p) through the "cross" adapters: the last
+        matching head's logits if one gives them, else the temperature-scaled cosine."""
+        ctx = self._context(text_to_video=torch.arange(video.batch_size, device=video.frame_emb.device))
+        losses: dict[str, Tensor] = {}
+        logits = None
+        for adapter in self.cross_adapters:
+            out = adapter(video, text, ctx)
+            video, text = out.video, out.text
+            logits = out.pair_logits if out.pair_logits is not None else logits
+            losses.update({f"{adapter.name}/{k}": v for k, v in out.losses.items()})
+        if logits is None:
+            logits = self.task.scale * pair_cosine(text, video)
+        return (logits, losses) if with_losses else logits
+
+    @torch.no_grad()
+    def similarity(self, texts, videos, *, frame_mask: Tensor | None = None, rerank_k: int | None = None,
+                   pair_chunk_size: int = 1024) -> Tensor:
+        """[num_texts, num_videos] scores: cosine similarities of the dual encoder, before any temperature.
+
+        With "cross" adapters, each text's top-k videos (rerank_k, default the task's; <= 0 for all)
+        are re-scored jointly, in chunks of pairs; they rank above the rest, which keep their order.
+        """
+        video = self.encode_video(videos, frame_mask)
+        text = self.encode_text(texts)
+        sims = self.dual_similarity(text, video)
+        if not self.cross_adapters:
+            return sims
+        k = rerank_k if rerank_k is not None else getattr(self.task.config, "rerank_k", 50)
+        k = sims.shape[1] if k is None or k <= 0 else k
+        rows, cols = topk_rerank_pairs(sims, k)
+        scores = torch.cat([
+            self.score_pairs(text.index(r), video.index(c))
+            for r, c in zip(rows.split(pair_chunk_size), cols.split(pair_chunk_size), strict=True)
+        ])
+        # The rest keep the dual order, shifted below every re-ranked score.
+        out = sims - sims.max() + scores.min() - 1.0
+        out[rows, cols] = scores.to(out.dtype)
+        return out
+
+    def forward(self, batch: dict):
+        """The task head's loss, scores and named losses for a batch (see the task's docstring)."""
+        return self.task(self, batch)
+
+    # ---- parameters ----------------------------------------------------------------------
+    def train(self, mode: bool = True) -> VideoLanguageModel:
+        super().train(mode)
+        self.backbone.train(False)
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def print_trainable_parameters(self) -> None:
+        trainable = sum(p.numel() for p in self.trainable_parameters())
+        total = sum(p.numel() for p in self.parameters())
+        print(f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}")
+
+    def adapter_state_dict(self) -> dict[str, Tensor]:
+        """Adapter and task-head tensors only (never the backbone's), keyed `adapters.<i>.*` / `task.*`."""
+        state = {f"adapters.{k}": v for k, v in self.adapters.state_dict().items()}
+        state.update({f"task.{k}": v for k, v in self.task.state_dict().items()})
+        return state
+
+    def load_adapter_state_dict(self, state: dict[str, Tensor]) -> None:
+        adapters = {k.removeprefix("adapters."): v for k, v in state.items() if k.startswith("adapters.")}
+        task = {k.removeprefix("task."): v for k, v in state.items() if k.startswith("task.")}
+        self.adapters.load_state_dict(adapters, strict=True)
+        self.task.load_state_dict(task, strict=True)
+
+    def describe(self) -> dict:
+        from .. import __version__
+
+        dims = self.backbone.dims
+        return {
+            "library_version": __version__,
+            "backbone": {"spec": self.backbone.spec, "dims": {**dims.__dict__, "grid": list(dims.grid)}},
+            "task": self.task.config.to_dict(),
+            "adapters": [a.config.to_dict() for a in self.adapters],
+        }
+
+    def save_adapters(self, directory: str | Path) -> None:
+        """adapters.safetensors (weights) + adapters.json (configs in order, backbone spec, version)."""
+        directory = Path(directory)
+        save_tensors(directory / ADAPTERS_FILE, self.adapter_state_dict())
+        save_json(directory / CONFIG_FILE, self.describe())
+
+
+def _ordered(adapters: Sequence[Adapter]) -> list[Adapter]:
+    """Stable sort into backbone -> video/text -> cross, refusing combinations that cannot run."""
+    names = [a.name for a in adapters]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise CompositionError(f"adapter(s) {duplicates} listed twice; each adapter may appear once")
+    return sorted(adapters, key=lambda a: STAGE_ORDER[a.stage])
+
+
+def wrap(backbone, adapters: Sequence[str | AdapterConfig | dict] = (), task="retrieval") -> VideoLanguageModel:
+    """Wrap a frozen backbone with adapters (names, configs or {"type": ...} dicts) and a task head."""
+    from ..tasks import build_task
+
+    if isinstance(adapters, (str, AdapterConfig, dict)):
+        adapters = [adapters]
+    built = [build_adapter(spec, backbone.dims) for spec in adapters]
+    return VideoLanguageModel(backbone, built, build_task(task, logit_scale=backbone.logit_scale))
+
+
+def load_adapters(directory: str | Path, backbone=None, **backbone_kwargs) -> VideoLanguageModel:
+    """Rebuild a wrapped model from save_adapters' directory. Without `backbone`, the saved spec is loaded."""
+    from ..backbones import load_backbone
+
+    directory = Path(directory)
+    saved = load_json(directory / CONFIG_FILE)
+    spec = saved["backbone"]["spec"]
+    if backbone is None:
+        backbone = load_backbone(spec, **backbone_kwargs)
+    dims = backbone.dims
+    saved_dims = {**saved["backbone"]["dims"], "grid": tuple(saved["backbone"]["dims"]["grid"])}
+    if backbone.spec != spec or dims.__dict__ != saved_dims:
+        raise ValueError(
+            f"{directory}: these adapters were trained on backbone {spec!r} with dims {saved_dims}; "
+            f"the given backbone is {backbone.spec!r} with dims {dims.__dict__}"
+        )
+    model = wrap(backbone, saved["adapters"], task=saved["task"])
+    model.load_adapter_state_dict(load_tensors(directory / ADAPTERS_FILE, device=str(backbone.device)))
+    return model
+
+

@@ -1,0 +1,83 @@
+"""One small registry type, used for adapters, backbones, task heads and frame samplers."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class RegistryError(KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class Registry(Generic[T]):
+    """Names to objects. Duplicates raise; unknown names list the known ones and the closest match.
+
+    `entry_point_group`, when given, is read once on the first lookup so that installed plugins
+    register themselves without an explicit import.
+    """
+
+    def __init__(self, kind: str, *, entry_point_group: str | None = None) -> None:
+        self.kind = kind
+        self.entry_point_group = entry_point_group
+        self._items: dict[str, T] = {}
+        self._plugins_loaded = entry_point_group is None
+
+    def register(self, name: str, obj: T | None = None) -> Callable[[T], T] | T:
+        """Register `obj` under `name`; usable as a decorator when `obj` is omitted."""
+        if not isinstance(name, str) or not name.isidentifier():
+            raise RegistryError(f"{self.kind} name must be a Python identifier like 'my_aligner', got {name!r}")
+
+        def add(item: T) -> T:
+            if name in self._items and self._items[name] is not item:
+                owner = getattr(self._items[name], "__module__", "?")
+                raise RegistryError(
+                    f"{self.kind} name {name!r} is already taken (by {owner}); pick another name for yours"
+                )
+            self._items[name] = item
+            return item
+
+        return add if obj is None else add(obj)
+
+    def unregister(self, name: str) -> None:
+        self._items.pop(name, None)
+
+    def get(self, name: str) -> T:
+        self._load_plugins()
+        if name not in self._items:
+            known = sorted(self._items)
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise RegistryError(f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(known) or '(none)'}")
+        return self._items[name]
+
+    def names(self) -> list[str]:
+        self._load_plugins()
+        return sorted(self._items)
+
+    def __contains__(self, name: str) -> bool:
+        self._load_plugins()
+        return name in self._items
+
+    def _load_plugins(self) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        for entry in entry_points(group=self.entry_point_group):
+            try:
+                entry.load()  # importing the module runs its @register decorators
+            except Exception as error:  # a broken plugin must not break the library
+                import warnings
+
+                warnings.warn(f"plugin {entry.name!r} ({entry.value}) failed to load: {error}", stacklevel=3)
+
+
+ADAPTERS: Registry = Registry("adapter", entry_point_group="vl_adapters.adapters")
+BACKBONES: Registry = Registry("backbone family")
+TASKS: Registry = Registry("task")
+SAMPLERS: Registry = Registry("frame sampler")

@@ -1,0 +1,55 @@
+"""Text-video retrieval: symmetric InfoNCE over the similarity matrix, plus matching for cross adapters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..core.config import TaskConfig
+from ..core.features import TextFeatures, VideoFeatures
+from .base import TaskHead, TaskOutput, register_task
+
+
+@dataclass
+class RetrievalConfig(TaskConfig):
+    rerank_k: int = 50  # cross adapters re-rank each text's top-k videos; <= 0 means all
+    matching_weight: float = 1.0  # weight of the matching loss that trains cross adapters
+
+
+@register_task("retrieval")
+class RetrievalHead(TaskHead):
+    config_class = RetrievalConfig
+
+    def forward(self, model, batch: dict) -> TaskOutput:
+        """batch: video (frames or VideoFeatures), frame_mask (optional), text (strings or TextFeatures);
+        text i describes video i."""
+        video, text = model.encode_inputs(batch["video"], batch["text"], batch.get("frame_mask"))
+        b = video.batch_size
+        if text.batch_size != b:
+            raise ValueError(f"retrieval batch: {b} videos but {text.batch_size} texts; pairs must align")
+        pairs = torch.arange(b, device=video.frame_emb.device)
+        video, text, losses = model.adapt(video, text, text_to_video=pairs, guidance=text)
+        sims = model.dual_similarity(text, video)
+        logits = self.scale * sims
+        losses["retrieval"] = 0.5 * (F.cross_entropy(logits, pairs) + F.cross_entropy(logits.T, pairs))
+        if model.cross_adapters:
+            losses["matching"] = self.config.matching_weight * self._matching_loss(model, video, text, sims)
+        return TaskOutput(loss=sum(losses.values()), scores=sims, losses=losses)
+
+    def _matching_loss(self, model, video: VideoFeatures, text: TextFeatures, sims: torch.Tensor) -> torch.Tensor:
+        """ALBEF-style: each positive pair, each text with its hardest other video, each video with
+        its hardest other text; binary cross-entropy on the cross adapters' pair scores."""
+        b = sims.shape[0]
+        eye = torch.eye(b, dtype=torch.bool, device=sims.device)
+        masked = sims.detach().masked_fill(eye, float("-inf"))
+        arange = torch.arange(b, device=sims.device)
+        hard_video = masked.argmax(1) if b > 1 else arange
+        hard_text = masked.argmax(0) if b > 1 else arange
+        text_idx = torch.cat([arange, arange, hard_text])
+        video_idx = torch.cat([arange, hard_video, arange])
+        labels = torch.cat([torch.ones(b), torch.zeros(2 * b)]).to(sims.device)
+        logits, cross_losses = model.score_pairs(text.index(text_idx), video.index(video_idx), with_losses=True)
+        loss = F.binary_cross_entropy_with_logits(logits, labels)
+        return loss + sum(cross_losses.values(), torch.zeros((), device=sims.device))
