@@ -13,7 +13,7 @@ from .config import AdapterConfig, ConfigError
 from .features import TextFeatures, VideoFeatures
 from .registry import ADAPTERS, RegistryError
 
-STAGES = ("backbone", "video", "text", "cross")
+STAGES = ("backbone", "video", "text", "dual", "cross")
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,11 @@ class AdapterOutput:
 
 class Adapter(nn.Module):
     """Base class. Subclasses set `config_class` and `stage` and implement `forward`.
+
+    Stages: "backbone" adapters change the backbone's own forward; "video" adapters refine only the
+    video (called with text=None when videos are encoded alone); "text" adapters only the text (video=None);
+    "dual" adapters refine both sides, each from its own side only (called with the other side None when
+    encoding alone), so the model stays a dual encoder; "cross" adapters score aligned (video, text) pairs.
 
     Identity at initialisation: every adapter enters through a residual whose last projection or
     gate starts at zero, so a freshly wrapped model reproduces the backbone's similarities.

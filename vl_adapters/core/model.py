@@ -13,12 +13,16 @@ from .features import TextFeatures, VideoFeatures
 from .io import load_json, load_tensors, save_json, save_tensors
 from .pooling import cosine_matrix, pair_cosine, topk_rerank_pairs
 
-STAGE_ORDER = {"backbone": 0, "video": 1, "text": 1, "cross": 2}
+STAGE_ORDER = {"backbone": 0, "video": 1, "text": 1, "dual": 1, "cross": 2}
 ADAPTERS_FILE, CONFIG_FILE = "adapters.safetensors", "adapters.json"
 
 
 class CompositionError(ValueError):
     """A list of adapters that cannot run together."""
+
+
+class CacheRefusedError(RuntimeError):
+    """Cached backbone features were given while an adapter inside the backbone is active."""
 
 
 class VideoLanguageModel(nn.Module):
@@ -63,49 +67,58 @@ class VideoLanguageModel(nn.Module):
         return None
 
     # ---- encoding -------------------------------------------------------------------------
+    def _backbone_video(self, video, frame_mask: Tensor | None) -> VideoFeatures:
+        if isinstance(video, VideoFeatures):
+            if self.uses_backbone_adapters:
+                names = [a.name for a in self.backbone_adapters]
+                raise CacheRefusedError(
+                    f"cached video features cannot be used while backbone adapter(s) {names} change the "
+                    "backbone's forward; pass frames instead (and turn the feature cache off)"
+                )
+            return video.to(self.backbone.device).float()
+        return self.backbone.encode_video(video, frame_mask)
+
+    def _backbone_text(self, text) -> TextFeatures:
+        if isinstance(text, TextFeatures):
+            if self.uses_backbone_adapters:
+                raise CacheRefusedError("cached text features cannot be used while a backbone adapter is active")
+            return text.to(self.backbone.device).float()
+        return self.backbone.encode_text(text)
+
     def encode_inputs(self, video, text, frame_mask: Tensor | None = None) -> tuple[VideoFeatures, TextFeatures]:
-        """Backbone features (or the given features) for a batch, before any adapter."""
-        if not isinstance(video, VideoFeatures):
-            video = self.backbone.encode_video(video, frame_mask)
-        if not isinstance(text, TextFeatures):
-            text = self.backbone.encode_text(text)
-        device = self.backbone.device
-        return video.to(device).float(), text.to(device).float()
+        """Backbone features (or the given cached features) for a batch, before any adapter."""
+        return self._backbone_video(video, frame_mask), self._backbone_text(text)
 
     def encode_video(self, video, frame_mask: Tensor | None = None) -> VideoFeatures:
-        """Frames [B,T,3,H,W] (or cached VideoFeatures) through the backbone and the "video" adapters."""
-        if not isinstance(video, VideoFeatures):
-            video = self.backbone.encode_video(video, frame_mask)
-        video = video.to(self.backbone.device).float()
+        """Frames [B,T,3,H,W] (or cached VideoFeatures) through the backbone and the "video"/"dual" adapters."""
+        video = self._backbone_video(video, frame_mask)
         ctx = self._context()
-        for adapter in self._stage("video"):
+        for adapter in self._stage("video", "dual"):
             video = adapter(video, None, ctx).video
         return video
 
     def encode_text(self, text) -> TextFeatures:
-        """Strings or token ids (or cached TextFeatures) through the backbone and the "text" adapters."""
-        if not isinstance(text, TextFeatures):
-            text = self.backbone.encode_text(text)
-        text = text.to(self.backbone.device).float()
+        """Strings or token ids (or cached TextFeatures) through the backbone and the "text"/"dual" adapters."""
+        text = self._backbone_text(text)
         ctx = self._context()
-        for adapter in self._stage("text"):
+        for adapter in self._stage("text", "dual"):
             text = adapter(None, text, ctx).text
         return text
 
     def adapt(self, video: VideoFeatures, text: TextFeatures, *, text_to_video: Tensor,
               guidance: TextFeatures | None = None) -> tuple[VideoFeatures, TextFeatures, dict[str, Tensor]]:
-        """Run the "video" and "text" adapters on a batch whose text i belongs to video text_to_video[i].
+        """Run the "video", "text" and "dual" adapters on a batch whose text i belongs to video text_to_video[i].
 
         A video adapter may only change the video and a text adapter only the text, which is what keeps
-        the model a dual encoder; both may add auxiliary losses from the pairing.
+        the model a dual encoder; all may add auxiliary losses from the pairing.
         """
         ctx = self._context(text_to_video=text_to_video, guidance=guidance if self.training else None)
         losses: dict[str, Tensor] = {}
-        for adapter in self._stage("video", "text"):
+        for adapter in self._stage("video", "text", "dual"):
             out = adapter(video, text, ctx)
-            if adapter.stage == "video":
+            if adapter.stage in ("video", "dual"):
                 video = out.video
-            else:
+            if adapter.stage in ("text", "dual"):
                 text = out.text
             losses.update({f"{adapter.name}/{k}": v for k, v in out.losses.items()})
         return video, text, losses
