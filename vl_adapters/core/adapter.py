@@ -84,6 +84,12 @@ class Adapter(nn.Module):
     def forward(self, video: VideoFeatures, text: TextFeatures | None, ctx: AdapterContext) -> AdapterOutput:
         raise NotImplementedError
 
+    def extra_similarity(self, text: TextFeatures, video: VideoFeatures) -> Tensor | None:
+        """Optional [num_texts, num_videos] term added to the dual cosine matrix (dual-encoder adapters that
+        score words against patches, e.g. fine_grained_alignment). It must come from each side's own
+        features and start at zero (a zero-initialised weight) so identity at initialisation holds."""
+        return None
+
     def format_candidates(self, question: str, answers: list[str]) -> list[str] | None:
         """Multiple choice: the text to encode for each answer, or None for the task's default."""
         return None

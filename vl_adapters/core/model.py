@@ -125,8 +125,14 @@ class VideoLanguageModel(nn.Module):
 
     # ---- scoring -------------------------------------------------------------------------
     def dual_similarity(self, text: TextFeatures, video: VideoFeatures) -> Tensor:
-        """[num_texts, num_videos] cosine similarities of the adapted dual encoder."""
-        return cosine_matrix(text, video)
+        """[num_texts, num_videos] cosine similarities of the adapted dual encoder, plus each adapter's
+        `extra_similarity` term (None for most; zero at initialisation for those that have one)."""
+        sims = cosine_matrix(text, video)
+        for adapter in self.adapters:
+            extra = adapter.extra_similarity(text, video)
+            if extra is not None:
+                sims = sims + extra.to(sims.dtype)
+        return sims
 
     def score_pairs(self, text: TextFeatures, video: VideoFeatures, *, with_losses: bool = False):
         """Logits [P] of aligned pairs (text p with video p) through the "cross" adapters: the last

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from einops import einsum
+from torch import Tensor, nn
+
+from ...core.adapter import Adapter, AdapterOutput, register_adapter
+from ...core.distributed import all_gather_with_grad, is_distributed, rank_offset
+from ...core.features import FeatureShapeError, TextFeatures, VideoFeatures
+from .config import FineGrainedAlignmentConfig
+
+
+@register_adapter("fine_grained_alignment")
+class FineGrainedAlignment(Adapter):
+    """Words and patches projected to a small space; s(text, video) = mean over the text's words and the
+    video's frames of the best-matching patch in that frame (cosine). Trained by a two-way InfoNCE with
+    in-batch negatives (gathered across ranks); at retrieval it adds `weight * s` to the dual cosine
+    through `extra_similarity`, with `weight` a learnable scalar that starts at zero (identity at init).
+
+    A "dual" adapter: it never changes the features and never mixes the two sides at inference, so
+    videos are still indexed once and searched by many texts.
+    """
+
+    config_class = FineGrainedAlignmentConfig
+    stage = "dual"
+
+    def __init__(self, config: FineGrainedAlignmentConfig, dims) -> None:
+        super().__init__(config, dims)
+        self.word_proj = nn.Linear(dims.text_width, config.dim)
+        self.patch_proj = nn.Linear(dims.vision_width, config.dim)
+        self.log_inv_temperature = nn.Parameter(torch.tensor(math.log(1.0 / config.temperature)))
+        self.similarity_weight = nn.Parameter(torch.zeros(()))
+
+    # ---- the fine-grained similarity ------------------------------------------------------
+    def project_words(self, text: TextFeatures) -> tuple[Tensor, Tensor]:
+        if text.token_states is None:
+            raise FeatureShapeError("fine_grained_alignment needs TextFeatures.token_states and token_mask")
+        return F.normalize(self.word_proj(text.token_states), dim=-1), text.token_mask
+
+    def project_patches(self, video: VideoFeatures) -> tuple[Tensor, Tensor]:
+        if video.patch_tokens is None:
+            raise FeatureShapeError("fine_grained_alignment needs VideoFeatures.patch_tokens [B,T,N,C]")
+        return F.normalize(self.patch_proj(video.patch_tokens), dim=-1), video.frame_mask
+
+    def fine_similarity(self, words: Tensor, word_mask: Tensor, patches: Tensor, frame_mask: Tensor) -> Tensor:
+        """words [A,L,d], word_mask [A,L], patches [B,T,N,d], frame_mask [B,T] -> [A,B] in [-1, 1].
+
+        Computed in blocks so that [a, b, L, T, N] stays under chunk_elements; max over patches keeps
+        only indices for the backward, so the blocks are freed as they go."""
+        _, length, _ = words.shape
+        _, frames, patches_per_frame, _ = patches.shape
+        per_pair = length * frames * patches_per_frame
+        word_weight = word_mask.to(words.dtype) / word_mask.sum(1, keepdim=True).clamp_min(1)
+        frame_weight = frame_mask.to(words.dtype) / frame_mask.sum(1, keepdim=True).clamp_min(1)
+        video_block = max(1, min(patches.shape[0], self.config.chunk_elements // per_pair))
+        text_block = max(1, self.config.chunk_elements // (video_block * per_pair))
+        rows = []
+        for a in range(0, words.shape[0], text_block):
+            row = []
+            for b in range(0, patches.shape[0], video_block):
+                dots = einsum(words[a:a + text_block], patches[b:b + video_block], "a l d, b t n d -> a b l t n")
+                best = dots.max(dim=-1).values
+                row.append(einsum(best, word_weight[a:a + text_block], frame_weight[b:b + video_block],
+                                  "a b l t, a l, b t -> a b"))
+            rows.append(torch.cat(row, dim=1))
+        return torch.cat(rows, dim=0)
+
+    def extra_similarity(self, text: TextFeatures, video: VideoFeatures) -> Tensor:
+        """[num_texts, num_videos] term the model adds to the dual cosine matrix."""
+        return self.similarity_weight * self.fine_similarity(*self.project_words(text), *self.project_patches(video))
+
+    # ---- training ---------------------------------------------------------------------------
+    def forward(self, video, text, ctx) -> AdapterOutput:
+        if video is None or text is None:
+            return AdapterOutput(video=video, text=text)
+        if ctx.guidance is not None:  # the text describing each video (training), one per video
+            pairs_text, text_to_video = ctx.guidance, torch.arange(video.batch_size, device=video.frame_emb.device)
+        elif ctx.task == "retrieval" and ctx.text_to_video is not None:
+            pairs_text, text_to_video = text, ctx.text_to_video
+        else:  # e.g. multiple-choice candidates at evaluation: wrong answers are not positives
+            return AdapterOutput(video=video, text=text)
+        loss = self.contrastive_loss(pairs_text, video, text_to_video)
+        return AdapterOutput(video=video, text=text, losses={"fine_grained": self.config.weight * loss})
+
+    def contrastive_loss(self, text: TextFeatures, video: VideoFeatures, text_to_video: Tensor) -> Tensor:
+        """Two-way InfoNCE: local texts against all videos, local videos against all texts (all ranks)."""
+        words, word_mask = self.project_words(text)
+        patches, frame_mask = self.project_patches(video)
+        all_words, all_word_mask = _gather_padded(words, 1), _gather_padded(word_mask, 1)
+        all_patches, all_frame_mask = _gather_padded(patches, 1), _gather_padded(frame_mask, 1)
+        text_to_video = text_to_video.to(words.device)
+        offset = rank_offset(video.batch_size)
+        all_text_to_video = _gather_padded(text_to_video + offset, 0)
+        scale = self.log_inv_temperature.clamp(max=math.log(100.0)).exp()
+        text_logits = scale * self.fine_similarity(words, word_mask, all_patches, all_frame_mask)
+        video_logits = scale * self.fine_similarity(all_words, all_word_mask, patches, frame_mask).T
+        text_loss = F.cross_entropy(text_logits, text_to_video + offset)
+        local_videos = torch.arange(video.batch_size, device=words.device) + offset
+        positive = all_text_to_video[None, :] == local_videos[:, None]  # [Bv, Nt_all]
+        has_positive = positive.any(1)
+        log_prob = video_logits.log_softmax(1)
+        video_loss = -(log_prob.masked_fill(~positive, torch.finfo(log_prob.dtype).min).logsumexp(1))[has_positive].mean()
+        return 0.5 * (text_loss + video_loss)
+
+
+def _gather_padded(tensor: Tensor, pad_dim: int) -> Tensor:
+    """all_gather_with_grad along dim 0 after padding `pad_dim` to its largest size across ranks
+    (ranks may hold texts of different lengths). Without a process group: unchanged."""
+    if not is_distributed():
+        return tensor
+    if tensor.ndim > pad_dim and pad_dim > 0:
+        size = torch.tensor([tensor.shape[pad_dim]], device=tensor.device)
+        dist.all_reduce(size, op=dist.ReduceOp.MAX)
+        extra = int(size) - tensor.shape[pad_dim]
+        if extra:
+            pad = [0, 0] * (tensor.ndim - pad_dim - 1) + [0, extra]
+            tensor = F.pad(tensor, pad)
+    if tensor.dtype == torch.bool or not tensor.is_floating_point():
+        gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(gathered, tensor.contiguous())
+        return torch.cat(gathered)
+    return all_gather_with_grad(tensor.contiguous())

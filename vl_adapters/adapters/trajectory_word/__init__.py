@@ -1,0 +1,4 @@
+from .adapter import TrajectoryWord
+from .config import TrajectoryWordConfig
+
+__all__ = ["TrajectoryWord", "TrajectoryWordConfig"]

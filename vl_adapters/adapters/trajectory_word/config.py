@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ...core.config import AdapterConfig, ConfigError
+
+
+@dataclass
+class TrajectoryWordConfig(AdapterConfig):
+    """TW-BERT's asymmetric cross-modal encoder (trajectory-to-word + word-to-patch) and matching head.
+
+    width          common width both sides are projected to; None = the text tower's width
+    heads          attention heads (width must divide by it)
+    depth          number of cross-modal layers
+    tie_weights    the original's sharing: trajectory step and W2P share Q/K/V, one output projection
+                   and one feed-forward for both streams; False gives every part its own
+    patch_pool     average-pool the patch grid by this factor first (TW-BERT pools 14x14 to 7x7)
+    max_frames     size of the learned frame-position table (CLIP patch tokens carry no time)
+    pair_chunk     pairs encoded at once inside the adapter: bounds its peak memory (see docs)
+    residual_scale initial (learnable) scale of the dual cosine added to the matching logit; the
+                   head's last layer starts at zero, so at init pair_logits = residual_scale * cosine
+    frame_selector the ICCV version's hierarchical frame selector (off by default: it makes the video
+                   side query-dependent); select_before lists the layers it runs before, each keeping
+                   ceil(select_ratio * frames); perturbed top-k with selector_samples / selector_sigma
+    """
+
+    width: int | None = None
+    heads: int = 8
+    depth: int = 2
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    tie_weights: bool = True
+    patch_pool: int = 1
+    max_frames: int = 64
+    pair_chunk: int = 256
+    residual_scale: float = 10.0
+    frame_selector: bool = False
+    select_before: list[int] = field(default_factory=lambda: [1])
+    select_ratio: float = 0.72
+    selector_samples: int = 500
+    selector_sigma: float = 0.05
+
+    def __post_init__(self) -> None:
+        name = "TrajectoryWordConfig"
+        if self.depth < 1:
+            raise ConfigError(f"{name}.depth must be >= 1, got {self.depth}")
+        if self.width is not None and self.width % self.heads:
+            raise ConfigError(f"{name}.width ({self.width}) must be divisible by heads ({self.heads})")
+        if self.patch_pool < 1 or self.pair_chunk < 1 or self.max_frames < 1:
+            raise ConfigError(f"{name}: patch_pool, pair_chunk and max_frames must be >= 1")
+        if self.residual_scale <= 0:
+            raise ConfigError(f"{name}.residual_scale must be > 0, got {self.residual_scale}")
+        if not 0.0 < self.select_ratio <= 1.0:
+            raise ConfigError(f"{name}.select_ratio must be in (0, 1], got {self.select_ratio}")
+        bad = [i for i in self.select_before if not 0 <= i < self.depth]
+        if bad:
+            raise ConfigError(f"{name}.select_before has layer indices {bad} outside [0, depth={self.depth})")
+        if self.selector_samples < 1 or self.selector_sigma <= 0:
+            raise ConfigError(f"{name}: selector_samples must be >= 1 and selector_sigma > 0")

@@ -1,0 +1,269 @@
+"""TW-BERT's cross-modal layer on frozen patch tokens: trajectory step, T2W, W2P, matching head, frame selector.
+
+Shapes: P pairs, L words (the first is the sentence token), T frames, N patches per frame, W width,
+H heads of d = W / H channels. Every attention is one batched einsum over pairs, words, frames and heads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import einsum, rearrange
+from torch import Tensor, nn
+
+NEG = torch.finfo(torch.float32).min
+
+
+def masked_softmax(scores: Tensor, keep: Tensor) -> Tensor:
+    """Softmax over the last axis where `keep` (broadcast) is True. Masked keys get exactly zero weight,
+    so their values cannot leak in (padding words and padded frames change nothing)."""
+    return scores.masked_fill(~keep, NEG).softmax(-1) * keep
+
+
+class QKV(nn.Module):
+    """Query, key and value projections split into heads; queries and keys/values separately, because
+    the trajectory step needs queries of the words but only keys/values of the patches."""
+
+    def __init__(self, *, width: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.query = nn.Linear(width, width)
+        self.key_value = nn.Linear(width, 2 * width)
+
+    def q(self, x: Tensor) -> Tensor:
+        return rearrange(self.query(x), "... (h d) -> ... h d", h=self.heads)
+
+    def kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        k, v = rearrange(self.key_value(x), "... (two h d) -> two ... h d", two=2, h=self.heads)
+        return k, v
+
+
+class TrajectoryStep(nn.Module):
+    """tau[l, t] = LN(W_tau . concat_h softmax_n(q_l k_{t,n} / sqrt d) v_{t,n}): each word's soft pick of one
+    location per frame. The softmax runs over one frame's patches only, so tau[l, t] depends on frame t alone."""
+
+    def __init__(self, *, width: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(width, width)  # W_tau, the layer's eighth linear
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, q_words: Tensor, k_patches: Tensor, v_patches: Tensor) -> Tensor:
+        """q_words [P,L,H,d], k/v_patches [P,T,N,H,d] -> trajectories [P,L,T,W]."""
+        scale = q_words.shape[-1] ** -0.5
+        attn = einsum(q_words, k_patches, "p l h d, p t n h d -> p h l t n").mul(scale).softmax(-1)
+        picked = einsum(attn, v_patches, "p h l t n, p t n h d -> p l t h d")
+        return self.norm(self.proj(rearrange(picked, "p l t h d -> p l t (h d)")))
+
+
+def trajectory_to_word(q: Tensor, k_words: Tensor, v_words: Tensor, k_traj: Tensor, v_traj: Tensor,
+                       word_mask: Tensor, frame_mask: Tensor) -> Tensor:
+    """One softmax per word over all L words plus its OWN T trajectory points.
+
+    q, k/v_words [P,L,H,d]; k/v_traj [P,L,T,H,d] (word l's points); word_mask [P,L]; frame_mask [P,T]
+    -> [P,L,H*d]. Word l never sees word m's trajectory (the einsum pairs l with l)."""
+    scale = q.shape[-1] ** -0.5
+    to_words = einsum(q, k_words, "p l h d, p m h d -> p h l m") * scale
+    to_points = einsum(q, k_traj, "p l h d, p l t h d -> p h l t") * scale
+    keep = torch.cat([word_mask[:, None, None, :].expand(-1, 1, q.shape[1], -1),
+                      frame_mask[:, None, None, :].expand(-1, 1, q.shape[1], -1)], dim=-1)
+    attn = masked_softmax(torch.cat([to_words, to_points], dim=-1), keep)
+    a_words, a_points = attn.split([k_words.shape[1], k_traj.shape[2]], dim=-1)
+    out = einsum(a_words, v_words, "p h l m, p m h d -> p l h d") + einsum(a_points, v_traj, "p h l t, p l t h d -> p l h d")
+    return rearrange(out, "p l h d -> p l (h d)")
+
+
+def word_to_patch(q_video: Tensor, k_video: Tensor, v_video: Tensor, k_words: Tensor, v_words: Tensor,
+                  word_mask: Tensor) -> Tensor:
+    """Per frame, the summary token and the frame's patches attend over all words plus that frame's tokens.
+
+    q/k/v_video [P,T,1+N,H,d] (index 0 = the video summary copied into every frame); k/v_words [P,L,H,d]
+    -> [P,T,1+N,H*d]. No attention crosses frames here."""
+    scale = q_video.shape[-1] ** -0.5
+    to_words = einsum(q_video, k_words, "p t i h d, p l h d -> p h t i l") * scale
+    to_frame = einsum(q_video, k_video, "p t i h d, p t j h d -> p h t i j") * scale
+    keep = torch.cat([word_mask[:, None, None, None, :].expand(*to_words.shape[:-1], -1),
+                      torch.ones_like(to_frame, dtype=torch.bool)], dim=-1)
+    attn = masked_softmax(torch.cat([to_words, to_frame], dim=-1), keep)
+    a_words, a_frame = attn.split([k_words.shape[1], k_video.shape[2]], dim=-1)
+    out = einsum(a_words, v_words, "p h t i l, p l h d -> p t i h d") + einsum(a_frame, v_video, "p h t i j, p t j h d -> p t i h d")
+    return rearrange(out, "p t i h d -> p t i (h d)")
+
+
+def feed_forward(*, width: int, mlp_ratio: float, dropout: float) -> nn.Sequential:
+    hidden = int(width * mlp_ratio)
+    return nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout),
+                         nn.Linear(hidden, width), nn.Dropout(dropout))
+
+
+class TrajectoryWordLayer(nn.Module):
+    """One pre-LN layer of the asymmetric encoder: the text stream runs T2W, the video stream W2P.
+
+    Tied (the original): trajectory step and W2P share one QKV; T2W has its own; one output projection
+    and one feed-forward (with its norm) serve both streams. Untied: each has its own."""
+
+    def __init__(self, *, width: int, heads: int, mlp_ratio: float, dropout: float, tie_weights: bool) -> None:
+        super().__init__()
+        self.tie_weights = tie_weights
+        self.norm_text = nn.LayerNorm(width)
+        self.norm_video = nn.LayerNorm(width)
+        self.w2p_qkv = QKV(width=width, heads=heads)
+        self.t2w_qkv = QKV(width=width, heads=heads)
+        self.trajectory = TrajectoryStep(width=width)
+        self.out_text = nn.Linear(width, width)
+        self.ffn_text = feed_forward(width=width, mlp_ratio=mlp_ratio, dropout=dropout)
+        if not tie_weights:
+            self.step_qkv = QKV(width=width, heads=heads)
+            self.out_video = nn.Linear(width, width)
+            self.ffn_video = feed_forward(width=width, mlp_ratio=mlp_ratio, dropout=dropout)
+        self.drop = nn.Dropout(dropout)
+
+    @property
+    def out_video_proj(self) -> nn.Linear:
+        return self.out_text if self.tie_weights else self.out_video
+
+    @property
+    def ffn_video_block(self) -> nn.Sequential:
+        return self.ffn_text if self.tie_weights else self.ffn_video
+
+    def trajectories(self, words: Tensor, patches: Tensor) -> Tensor:
+        """Normalised words [P,L,W] and patches [P,T,N,W] -> trajectories [P,L,T,W] (for tests and reuse)."""
+        qkv = self.w2p_qkv if self.tie_weights else self.step_qkv
+        return self.trajectory(qkv.q(words), *qkv.kv(patches))
+
+    def t2w(self, words: Tensor, tau: Tensor, word_mask: Tensor, frame_mask: Tensor) -> Tensor:
+        """Normalised words [P,L,W], trajectories [P,L,T,W] -> text-stream update [P,L,W]."""
+        k_words, v_words = self.t2w_qkv.kv(words)
+        k_traj, v_traj = self.t2w_qkv.kv(tau)
+        mixed = trajectory_to_word(self.t2w_qkv.q(words), k_words, v_words, k_traj, v_traj, word_mask, frame_mask)
+        return self.out_text(mixed)
+
+    def forward(self, words: Tensor, summary: Tensor, patches: Tensor, word_mask: Tensor,
+                frame_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """words [P,L,W], video summary [P,W], patches [P,T,N,W] -> the three updated."""
+        t = patches.shape[1]
+        w = self.norm_text(words)
+        tokens = self.norm_video(torch.cat([summary[:, None, None].expand(-1, t, 1, -1), patches], dim=2))
+        k_video, v_video = self.w2p_qkv.kv(tokens)
+        k_words, v_words = self.w2p_qkv.kv(w)
+        if self.tie_weights:  # the shared projection of the patches serves the trajectory step too
+            tau = self.trajectory(self.w2p_qkv.q(w), k_video[:, :, 1:], v_video[:, :, 1:])
+        else:
+            tau = self.trajectories(w, tokens[:, :, 1:])
+        text_update = self.t2w(w, tau, word_mask, frame_mask)
+        video_mixed = word_to_patch(self.w2p_qkv.q(tokens), k_video, v_video, k_words, v_words, word_mask)
+        video_update = self.out_video_proj(video_mixed)
+        # The summary's per-frame outputs are averaged over real frames only.
+        weights = frame_mask.to(video_update.dtype)[..., None]
+        summary_update = (video_update[:, :, 0] * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        words = words + self.drop(text_update)
+        summary = summary + self.drop(summary_update)
+        patches = patches + self.drop(video_update[:, :, 1:])
+        words = words + self.ffn_text(words)
+        summary = summary + self.ffn_video_block(summary)
+        patches = patches + self.ffn_video_block(patches)
+        return words, summary, patches
+
+
+class _PerturbedTopK(torch.autograd.Function):
+    """Differentiable top-k by perturbation (Berthet et al. 2020; Cordonnier et al. 2021): the mean over
+    noisy samples of the sorted-by-time one-hot selections; the gradient is E[selection * noise] / sigma."""
+
+    @staticmethod
+    def forward(ctx, scores: Tensor, keep: Tensor, k: int, samples: int, sigma: float) -> Tensor:
+        noise = torch.randn(scores.shape[0], samples, scores.shape[1], device=scores.device, dtype=scores.dtype)
+        perturbed = (scores[:, None] + sigma * noise).masked_fill(~keep[:, None], NEG)
+        picked = perturbed.topk(k, dim=-1).indices.sort(dim=-1).values  # temporal order kept
+        one_hot = F.one_hot(picked, scores.shape[1]).to(scores.dtype)  # [P,S,k,T]
+        ctx.save_for_backward(one_hot, noise)
+        ctx.sigma = sigma
+        return one_hot.mean(1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        one_hot, noise = ctx.saved_tensors
+        per_sample = einsum(grad, one_hot, "p k t, p s k t -> p s")
+        grad_scores = einsum(per_sample, noise, "p s, p s t -> p t") / (ctx.sigma * noise.shape[1])
+        return grad_scores, None, None, None, None
+
+
+class FrameSelector(nn.Module):
+    """The ICCV version's text-conditioned frame selector: score each frame from [frame ; sentence],
+    softmax over real frames, keep the top k in temporal order (perturbed top-k in training, hard at eval)."""
+
+    def __init__(self, *, width: int, samples: int, sigma: float) -> None:
+        super().__init__()
+        self.samples, self.sigma = samples, sigma
+        self.frame_proj = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.GELU())
+        self.score = nn.Sequential(nn.Linear(2 * width, width), nn.GELU(), nn.Linear(width, 1))
+
+    def forward(self, patches: Tensor, sentence: Tensor, frame_mask: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """patches [P,T,N,W], sentence [P,W], frame_mask [P,T] -> (selection [P,k,T], new frame mask [P,k])."""
+        frames = self.frame_proj(patches.mean(2))
+        joint = torch.cat([frames, sentence[:, None].expand_as(frames)], dim=-1)
+        probs = masked_softmax(self.score(joint).squeeze(-1), frame_mask)
+        if self.training and torch.is_grad_enabled():
+            selection = _PerturbedTopK.apply(probs, frame_mask, k, self.samples, self.sigma)
+        else:
+            picked = probs.masked_fill(~frame_mask, -1.0).topk(k, dim=-1).indices.sort(dim=-1).values
+            selection = F.one_hot(picked, probs.shape[1]).to(probs.dtype)
+        new_mask = einsum(selection, frame_mask.to(selection.dtype), "p k t, p t -> p k") > 0.5
+        return selection, new_mask
+
+
+class TrajectoryWordEncoder(nn.Module):
+    """Projects both sides to a common width and runs the layers; returns (sentence, video summary) [P,W]."""
+
+    def __init__(self, *, text_width: int, vision_width: int, embed_dim: int, width: int, heads: int,
+                 depth: int, mlp_ratio: float, dropout: float, tie_weights: bool, max_frames: int,
+                 frame_selector: bool = False, select_before: tuple[int, ...] = (), select_ratio: float = 1.0,
+                 selector_samples: int = 500, selector_sigma: float = 0.05) -> None:
+        super().__init__()
+        self.words_in = nn.Sequential(nn.LayerNorm(text_width), nn.Linear(text_width, width))
+        self.patches_in = nn.Sequential(nn.LayerNorm(vision_width), nn.Linear(vision_width, width))
+        self.sentence_in = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, width))
+        self.video_in = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, width))
+        self.frame_position = nn.Embedding(max_frames, width)
+        nn.init.normal_(self.frame_position.weight, std=0.02)
+        self.layers = nn.ModuleList([
+            TrajectoryWordLayer(width=width, heads=heads, mlp_ratio=mlp_ratio, dropout=dropout, tie_weights=tie_weights)
+            for _ in range(depth)
+        ])
+        self.norm_text = nn.LayerNorm(width)
+        self.norm_video = nn.LayerNorm(width)
+        self.select_before = tuple(select_before) if frame_selector else ()
+        self.select_ratio = select_ratio
+        self.selectors = nn.ModuleDict({
+            str(i): FrameSelector(width=width, samples=selector_samples, sigma=selector_sigma) for i in self.select_before
+        })
+
+    def forward(self, *, token_states: Tensor, token_mask: Tensor, sentence: Tensor, patch_tokens: Tensor,
+                frame_mask: Tensor, video: Tensor) -> tuple[Tensor, Tensor]:
+        """token_states [P,L,C'], token_mask [P,L], sentence [P,D], patch_tokens [P,T,N,C], frame_mask [P,T],
+        video [P,D] (the pooled dual embedding) -> (sentence state, video summary) [P,W] each."""
+        t = patch_tokens.shape[1]
+        words = torch.cat([self.sentence_in(sentence)[:, None], self.words_in(token_states)], dim=1)
+        word_mask = torch.cat([torch.ones_like(token_mask[:, :1]), token_mask], dim=1)
+        patches = self.patches_in(patch_tokens) + self.frame_position.weight[:t, None]
+        summary = self.video_in(video)
+        for i, layer in enumerate(self.layers):
+            if str(i) in self.selectors:
+                keep = min(t, max(1, math.ceil(self.select_ratio * patches.shape[1])))
+                selection, frame_mask = self.selectors[str(i)](patches, words[:, 0], frame_mask, keep)
+                patches = einsum(selection, patches, "p k t, p t n w -> p k n w")
+            words, summary, patches = layer(words, summary, patches, word_mask, frame_mask)
+        return self.norm_text(words[:, 0]), self.norm_video(summary)
+
+
+class MatchingHead(nn.Module):
+    """MLP on [sentence ; video summary] -> one logit; the last layer starts at zero (identity at init)."""
+
+    def __init__(self, *, width: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(2 * width, width), nn.GELU(), nn.Linear(width, 1))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, sentence: Tensor, summary: Tensor) -> Tensor:
+        return self.mlp(torch.cat([sentence, summary], dim=-1)).squeeze(-1)
