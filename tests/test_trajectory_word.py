@@ -1,0 +1,208 @@
+"""trajectory_word: locality of trajectories and T2W, masking, exhaustive re-ranking, identity at init, gradients."""
+
+import pytest
+import torch
+
+import vl_adapters as vla
+from vl_adapters.adapters.trajectory_word.modules import FrameSelector, TrajectoryWordLayer
+from vl_adapters.core.adapter import AdapterContext
+from vl_adapters.core.pooling import cosine_matrix
+
+DIMS = vla.BackboneDims(embed_dim=12, vision_width=10, text_width=8, grid=(2, 3), context_length=16, image_size=32)
+
+
+def features(p=3, length=7, t=4, seed=0, dims=DIMS):
+    g = torch.Generator().manual_seed(seed)
+    token_mask = torch.ones(p, length, dtype=torch.bool)
+    token_mask[0, 4:] = False  # a short text beside longer ones: its padding is not trimmed away
+    token_mask[1, 6:] = False
+    frame_mask = torch.ones(p, t, dtype=torch.bool)
+    frame_mask[2, 2:] = False
+    n = dims.grid[0] * dims.grid[1]
+    text = vla.TextFeatures(text_emb=torch.randn(p, dims.embed_dim, generator=g),
+                            token_states=torch.randn(p, length, dims.text_width, generator=g), token_mask=token_mask)
+    video = vla.VideoFeatures(frame_emb=torch.randn(p, t, dims.embed_dim, generator=g), frame_mask=frame_mask,
+                              patch_tokens=torch.randn(p, t, n, dims.vision_width, generator=g), grid=dims.grid)
+    return text, video
+
+
+def adapter(seed=0, **config):
+    torch.manual_seed(seed)
+    module = vla.build_adapter({"type": "trajectory_word", "width": 16, "heads": 4, **config}, DIMS).eval()
+    torch.nn.init.normal_(module.head.mlp[-1].weight)  # a trained-looking head, so the encoder matters
+    return module
+
+
+def logits(module, text, video):
+    return module(video, text, AdapterContext()).pair_logits
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_trajectory_point_in_frame_t_depends_only_on_frame_t(tie):
+    torch.manual_seed(0)
+    layer = TrajectoryWordLayer(width=16, heads=4, mlp_ratio=2.0, dropout=0.0, tie_weights=tie)
+    words, patches = torch.randn(2, 5, 16), torch.randn(2, 4, 6, 16)
+    tau = layer.trajectories(words, patches)
+    assert tau.shape == (2, 5, 4, 16)
+    changed = patches.clone()
+    changed[:, 2] = torch.randn(2, 6, 16)
+    tau_changed = layer.trajectories(words, changed)
+    others = [0, 1, 3]
+    torch.testing.assert_close(tau_changed[:, :, others], tau[:, :, others], rtol=0, atol=1e-6)
+    assert (tau_changed[:, :, 2] - tau[:, :, 2]).abs().max() > 1e-3
+
+
+def test_t2w_output_of_a_word_ignores_other_words_trajectories():
+    torch.manual_seed(0)
+    layer = TrajectoryWordLayer(width=16, heads=4, mlp_ratio=2.0, dropout=0.0, tie_weights=True)
+    words, tau = torch.randn(2, 5, 16), torch.randn(2, 5, 3, 16)
+    word_mask, frame_mask = torch.ones(2, 5, dtype=torch.bool), torch.ones(2, 3, dtype=torch.bool)
+    out = layer.t2w(words, tau, word_mask, frame_mask)
+    others = tau.clone()
+    others[:, 1:] = torch.randn(2, 4, 3, 16)
+    out_others = layer.t2w(words, others, word_mask, frame_mask)
+    torch.testing.assert_close(out_others[:, 0], out[:, 0], rtol=0, atol=1e-6)
+    assert (out_others[:, 1:] - out[:, 1:]).abs().max() > 1e-3
+    own = tau.clone()
+    own[:, 0] = torch.randn(2, 3, 16)
+    assert (layer.t2w(words, own, word_mask, frame_mask)[:, 0] - out[:, 0]).abs().max() > 1e-3
+    # a padded frame's trajectory point is ignored
+    frame_mask[:, 2] = False
+    masked = layer.t2w(words, tau, word_mask, frame_mask)
+    own[:, :, :2] = tau[:, :, :2]
+    torch.testing.assert_close(layer.t2w(words, own, word_mask, frame_mask), masked, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("config", [{}, {"tie_weights": False}, {"frame_selector": True, "select_before": [0, 1]}])
+def test_padding_words_and_padded_frames_change_nothing(config):
+    module = adapter(**config)
+    text, video = features()
+    reference = logits(module, text, video)
+    # new values at padded word positions, extra padded words at the end, new values in padded frames
+    states = text.token_states.clone()
+    states[~text.token_mask] = torch.randn(int((~text.token_mask).sum()), DIMS.text_width) * 10
+    states = torch.cat([states, torch.randn(3, 3, DIMS.text_width)], dim=1)
+    mask = torch.cat([text.token_mask, torch.zeros(3, 3, dtype=torch.bool)], dim=1)
+    patches = video.patch_tokens.clone()
+    patches[~video.frame_mask] = torch.randn(int((~video.frame_mask).sum()), 6, DIMS.vision_width) * 10
+    padded = logits(module, text.replace(token_states=states, token_mask=mask), video.replace(patch_tokens=patches))
+    torch.testing.assert_close(padded, reference, rtol=0, atol=1e-5)
+    # while real words and real frames do matter
+    states[0, 1] += torch.randn(DIMS.text_width)
+    assert (logits(module, text.replace(token_states=states, token_mask=mask), video) - reference).abs().max() > 1e-4
+
+
+def test_pair_chunking_gives_the_same_scores():
+    text, video = features(p=3)
+    whole = logits(adapter(pair_chunk=64), text, video)
+    torch.testing.assert_close(logits(adapter(pair_chunk=1), text, video), whole, rtol=0, atol=1e-5)
+
+
+def test_rerank_with_k_all_equals_exhaustive_cross_scoring(tiny_backbone, frames, texts):
+    video_frames, mask = frames
+    model = vla.wrap(tiny_backbone, [{"type": "trajectory_word", "heads": 4}]).eval()
+    torch.nn.init.normal_(model.adapters[0].head.mlp[-1].weight)
+    video, text = model.encode_video(video_frames, mask), model.encode_text(texts)
+    rows = torch.arange(3).repeat_interleave(3)
+    cols = torch.arange(3).repeat(3)
+    with torch.no_grad():
+        exhaustive = model.score_pairs(text.index(rows), video.index(cols)).view(3, 3)
+    reranked = model.similarity(texts, video_frames, frame_mask=mask, rerank_k=0, pair_chunk_size=2)
+    torch.testing.assert_close(reranked, exhaustive, rtol=0, atol=1e-5)
+    # top-1: each text's best dual video carries its cross score and ranks first
+    top1 = model.similarity(texts, video_frames, frame_mask=mask, rerank_k=1)
+    best = model.dual_similarity(text, video).argmax(1)
+    torch.testing.assert_close(top1[torch.arange(3), best], exhaustive[torch.arange(3), best], rtol=0, atol=1e-5)
+    assert (top1.argmax(1) == best).all()
+
+
+def test_identity_at_init_through_the_wrapper(tiny_backbone, frames, texts):
+    video_frames, mask = frames
+    model = vla.wrap(tiny_backbone, ["trajectory_word"]).eval()
+    zero_shot = cosine_matrix(tiny_backbone.encode_text(texts), tiny_backbone.encode_video(video_frames, mask))
+    dual = model.dual_similarity(model.encode_text(texts), model.encode_video(video_frames, mask))
+    torch.testing.assert_close(dual, zero_shot, rtol=0, atol=1e-6)
+    scale = model.adapters[0].config.residual_scale
+    for k in (0, 50):  # exhaustive, and the default top-50 (more than there are videos)
+        reranked = model.similarity(texts, video_frames, frame_mask=mask, rerank_k=k)
+        torch.testing.assert_close(reranked, scale * zero_shot, rtol=1e-5, atol=1e-5)
+    # with k smaller than the gallery the dual order survives too
+    top2 = model.similarity(texts, video_frames, frame_mask=mask, rerank_k=2)
+    assert torch.equal(top2.argsort(1), zero_shot.argsort(1))
+
+
+@pytest.mark.parametrize("config", [{}, {"tie_weights": False}, {"frame_selector": True, "select_before": [0, 1]}])
+def test_gradient_reaches_every_trainable_parameter(tiny_backbone, frames, texts, config):
+    video_frames, mask = frames
+    torch.manual_seed(0)
+    model = vla.wrap(tiny_backbone, [{"type": "trajectory_word", "heads": 4, **config}])
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-2)
+    model.train()
+    batch = {"video": video_frames, "frame_mask": mask, "text": texts}
+    for _ in range(2):  # the first step moves the zero-initialised head, which then lets gradient through
+        optimizer.zero_grad()
+        out = model(batch)
+        out.loss.backward()
+        optimizer.step()
+    assert set(out.losses) == {"retrieval", "matching"}
+    dead = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().max() == 0)]
+    assert not dead
+
+
+def test_weight_sharing_flag():
+    tied, untied = adapter(), adapter(tie_weights=False)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    width = 16
+    layer = tied.encoder.layers[0]
+    # eight W x W linears in a tied layer: Q, K, V shared by trajectory step and W2P; T2W's Q, K, V; W_O; W_tau
+    attention = sum(m.weight.numel() for m in (layer.w2p_qkv.query, layer.w2p_qkv.key_value, layer.t2w_qkv.query,
+                                               layer.t2w_qkv.key_value, layer.out_text, layer.trajectory.proj))
+    assert attention == 8 * width * width
+    assert layer.out_video_proj is layer.out_text and layer.ffn_video_block is layer.ffn_text
+    other = untied.encoder.layers[0]
+    assert other.out_video_proj is not other.out_text and other.ffn_video_block is not other.ffn_text
+    assert not hasattr(layer, "step_qkv") and hasattr(other, "step_qkv")
+    extra_per_layer = count(other.step_qkv) + count(other.out_video) + count(other.ffn_video)
+    assert count(untied) - count(tied) == 2 * extra_per_layer
+
+
+def test_frame_selector_keeps_real_frames_in_temporal_order():
+    torch.manual_seed(0)
+    selector = FrameSelector(width=8, samples=50, sigma=0.05)
+    patches, sentence = torch.randn(2, 6, 3, 8), torch.randn(2, 8)
+    frame_mask = torch.ones(2, 6, dtype=torch.bool)
+    frame_mask[1, 3:] = False
+    selection, new_mask = selector.eval()(patches, sentence, frame_mask, 3)
+    picked = selection.argmax(-1)
+    assert (picked.diff(dim=1) > 0).all() and new_mask.all()
+    assert (picked[1] < 3).all()  # only real frames when there are enough
+    selector.train()
+    scores_probe = torch.zeros(2, 6, 3, 8, requires_grad=True)
+    soft, _ = selector(patches + scores_probe, sentence, frame_mask, 3)
+    assert torch.allclose(soft.sum(-1), torch.ones(2, 3))
+    (soft * torch.randn_like(soft)).sum().backward()
+    assert scores_probe.grad.abs().max() > 0
+
+
+def test_bad_inputs_are_named():
+    module = adapter()
+    text, video = features()
+    with pytest.raises(vla.FeatureShapeError, match="patch_tokens"):
+        module(video.replace(patch_tokens=None, grid=None), text, AdapterContext())
+    with pytest.raises(vla.FeatureShapeError, match="token_states"):
+        module(video, text.replace(token_states=None, token_mask=None), AdapterContext())
+    with pytest.raises(vla.FeatureShapeError, match="aligned pairs"):
+        module(video.index(torch.tensor([0, 1])), text, AdapterContext())
+    with pytest.raises(vla.ConfigError, match="select_before"):
+        vla.build_adapter({"type": "trajectory_word", "depth": 2, "select_before": [2]}, DIMS)
+
+
+def test_patch_pool_and_save_load(tmp_path, tiny_backbone, frames, texts):
+    module = vla.build_adapter({"type": "trajectory_word", "patch_pool": 2, "heads": 4}, tiny_backbone.dims)
+    video = tiny_backbone.encode_video(*frames)
+    assert module.pooled_patches(video).shape == (3, 5, 4, tiny_backbone.dims.vision_width)
+    model = vla.wrap(tiny_backbone, [module.config]).eval()
+    torch.nn.init.normal_(model.adapters[0].head.mlp[-1].weight)
+    model.save_adapters(tmp_path)
+    loaded = vla.load_adapters(tmp_path, backbone=tiny_backbone).eval()
+    assert torch.equal(model.similarity(texts, frames[0], rerank_k=0), loaded.similarity(texts, frames[0], rerank_k=0))
