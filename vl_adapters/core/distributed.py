@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+import torch.distributed.nn  # noqa: F401  (the autograd-aware collectives are a submodule)
 from torch import Tensor
 
 

@@ -1,0 +1,148 @@
+"""fine_grained_alignment: the similarity against a loop reference, the loss, identity at init, DDP gathering."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+import vl_adapters as vla
+from vl_adapters.core.adapter import AdapterContext
+from vl_adapters.core.pooling import cosine_matrix
+
+DIMS = vla.BackboneDims(embed_dim=12, vision_width=10, text_width=8, grid=(2, 2), context_length=16, image_size=32)
+
+
+def features(b=4, length=6, t=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    token_mask = torch.ones(b, length, dtype=torch.bool)
+    token_mask[0, 3:] = False
+    frame_mask = torch.ones(b, t, dtype=torch.bool)
+    frame_mask[1, 2:] = False
+    text = vla.TextFeatures(text_emb=torch.randn(b, 12, generator=g),
+                            token_states=torch.randn(b, length, 8, generator=g), token_mask=token_mask)
+    video = vla.VideoFeatures(frame_emb=torch.randn(b, t, 12, generator=g), frame_mask=frame_mask,
+                              patch_tokens=torch.randn(b, t, 4, 10, generator=g), grid=(2, 2))
+    return text, video
+
+
+def adapter(seed=0, **config):
+    torch.manual_seed(seed)
+    return vla.build_adapter({"type": "fine_grained_alignment", "dim": 5, **config}, DIMS)
+
+
+def reference_similarity(module, text, video):
+    words, word_mask = module.project_words(text)
+    patches, frame_mask = module.project_patches(video)
+    out = torch.zeros(text.batch_size, video.batch_size)
+    for i in range(text.batch_size):
+        for j in range(video.batch_size):
+            total = 0.0
+            for word in torch.nonzero(word_mask[i]).flatten():
+                per_frame = [(patches[j, t] @ words[i, word]).max() for t in torch.nonzero(frame_mask[j]).flatten()]
+                total += sum(per_frame) / len(per_frame)
+            out[i, j] = total / int(word_mask[i].sum())
+    return out
+
+
+@pytest.mark.parametrize("chunk", [1 << 25, 7])
+def test_similarity_matches_a_loop_reference(chunk):
+    module = adapter(chunk_elements=chunk)
+    text, video = features()
+    sims = module.fine_similarity(*module.project_words(text), *module.project_patches(video))
+    torch.testing.assert_close(sims, reference_similarity(module, text, video), rtol=1e-5, atol=1e-5)
+    assert sims.abs().max() <= 1.0 + 1e-6
+
+
+def test_loss_is_the_two_way_infonce():
+    module = adapter()
+    text, video = features()
+    text_to_video = torch.tensor([0, 1, 2, 3, 1, 2])  # six texts, two videos described twice
+    text = vla.TextFeatures(text_emb=torch.cat([text.text_emb, text.text_emb[:2]]),
+                            token_states=torch.cat([text.token_states, text.token_states[:2] * -1]),
+                            token_mask=torch.cat([text.token_mask, text.token_mask[:2]]))
+    out = module(video, text, AdapterContext(task="retrieval", text_to_video=text_to_video))
+    logits = module.log_inv_temperature.exp() * reference_similarity(module, text, video)
+    text_loss = F.cross_entropy(logits, text_to_video)
+    positive = text_to_video[None, :] == torch.arange(4)[:, None]
+    log_prob = logits.T.log_softmax(1)
+    video_loss = -torch.stack([log_prob[j][positive[j]].logsumexp(0) for j in range(4)]).mean()
+    torch.testing.assert_close(out.losses["fine_grained"], 0.5 * (text_loss + video_loss), rtol=1e-5, atol=1e-5)
+    # the features pass through unchanged; one side alone gives no loss
+    assert out.video is video and out.text is text
+    assert module(video, None, AdapterContext()).losses == {}
+    # multiple-choice candidates without guidance are not treated as positives
+    assert module(video, text, AdapterContext(task="multiple_choice", text_to_video=text_to_video)).losses == {}
+
+
+def test_identity_at_init_and_influence_after_training(tiny_backbone, frames, texts):
+    video_frames, mask = frames
+    model = vla.wrap(tiny_backbone, ["fine_grained_alignment"]).eval()
+    zero_shot = cosine_matrix(tiny_backbone.encode_text(texts), tiny_backbone.encode_video(video_frames, mask))
+    assert torch.equal(model.similarity(texts, video_frames, frame_mask=mask), zero_shot)
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-2)
+    model.train()
+    for step in range(2):
+        optimizer.zero_grad()
+        out = model({"video": video_frames, "frame_mask": mask, "text": texts})
+        out.loss.backward()
+        if step == 1:  # after one step the zero-initialised weight has moved and lets gradient through
+            dead = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().max() == 0)]
+            assert not dead
+        optimizer.step()
+    assert set(out.losses) == {"retrieval", "fine_grained_alignment/fine_grained"}
+    model.eval()
+    trained = model.similarity(texts, video_frames, frame_mask=mask)
+    assert (trained - zero_shot).abs().max() > 1e-4
+    # still a dual encoder: one text scored alone gets the same row as in the batch
+    alone = model.similarity(texts[1:2], video_frames, frame_mask=mask)
+    torch.testing.assert_close(alone[0], trained[1], rtol=0, atol=1e-6)
+
+
+def test_bad_inputs_are_named():
+    module = adapter()
+    text, video = features()
+    with pytest.raises(vla.FeatureShapeError, match="patch_tokens"):
+        module.extra_similarity(text, video.replace(patch_tokens=None, grid=None))
+    with pytest.raises(vla.ConfigError, match="temperature"):
+        adapter(temperature=0.0)
+
+
+def _ddp_worker(rank, world, port, results):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        module = adapter()
+        text, video = features(b=4)
+        length = 6 if rank == 0 else 4  # ranks with texts of different lengths
+        part = slice(2 * rank, 2 * rank + 2)
+        text_part = text.index(torch.arange(4)[part])
+        text_part = text_part.replace(token_states=text_part.token_states[:, :length], token_mask=text_part.token_mask[:, :length])
+        loss = module.contrastive_loss(text_part, video.index(torch.arange(4)[part]), torch.arange(2))
+        loss.backward()
+        results[rank] = (loss.item(), module.word_proj.weight.grad.clone())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_negatives_are_gathered_across_ranks():
+    text, video = features(b=4)
+    # the single-process reference sees the same texts (rank 1's cut to 4 tokens: positions 4-5 dropped)
+    mask = text.token_mask.clone()
+    mask[2:, 4:] = False
+    text = text.replace(token_mask=mask)
+    module = adapter()
+    full = module.contrastive_loss(text, video, torch.arange(4))
+    full.backward()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(_ddp_worker, args=(2, port, results), nprocs=2, join=True)
+    mean_loss = (results[0][0] + results[1][0]) / 2
+    assert abs(mean_loss - full.item()) < 1e-5
+    # DDP averages gradients over ranks; the sum of rank gradients / 2 must equal the full-batch gradient
+    torch.testing.assert_close((results[0][1] + results[1][1]) / 2, module.word_proj.weight.grad, rtol=1e-4, atol=1e-6)
