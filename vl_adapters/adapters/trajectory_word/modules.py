@@ -10,7 +10,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from einops import einsum, rearrange
+from einops import einsum, rearrange, repeat
 from torch import Tensor, nn
 
 NEG = torch.finfo(torch.float32).min
@@ -50,11 +50,15 @@ class TrajectoryStep(nn.Module):
         self.norm = nn.LayerNorm(width)
 
     def forward(self, q_words: Tensor, k_patches: Tensor, v_patches: Tensor) -> Tensor:
-        """q_words [P,L,H,d], k/v_patches [P,T,N,H,d] -> trajectories [P,L,T,W]."""
-        scale = q_words.shape[-1] ** -0.5
-        attn = einsum(q_words, k_patches, "p l h d, p t n h d -> p h l t n").mul(scale).softmax(-1)
-        picked = einsum(attn, v_patches, "p h l t n, p t n h d -> p l t h d")
-        return self.norm(self.proj(rearrange(picked, "p l t h d -> p l t (h d)")))
+        """q_words [P,L,H,d], k/v_patches [P,T,N,H,d] -> trajectories [P,L,T,W].
+
+        (pairs, frames, heads) form the batch of one fused attention call: each frame is its own key set."""
+        p, t = k_patches.shape[:2]
+        q = repeat(q_words, "p l h d -> (p t) h l d", t=t)
+        k = rearrange(k_patches, "p t n h d -> (p t) h n d")
+        v = rearrange(v_patches, "p t n h d -> (p t) h n d")
+        picked = F.scaled_dot_product_attention(q, k, v)  # [(P T), H, L, d]
+        return self.norm(self.proj(rearrange(picked, "(p t) h l d -> p l t (h d)", p=p)))
 
 
 def trajectory_to_word(q: Tensor, k_words: Tensor, v_words: Tensor, k_traj: Tensor, v_traj: Tensor,
@@ -79,16 +83,16 @@ def word_to_patch(q_video: Tensor, k_video: Tensor, v_video: Tensor, k_words: Te
     """Per frame, the summary token and the frame's patches attend over all words plus that frame's tokens.
 
     q/k/v_video [P,T,1+N,H,d] (index 0 = the video summary copied into every frame); k/v_words [P,L,H,d]
-    -> [P,T,1+N,H*d]. No attention crosses frames here."""
-    scale = q_video.shape[-1] ** -0.5
-    to_words = einsum(q_video, k_words, "p t i h d, p l h d -> p h t i l") * scale
-    to_frame = einsum(q_video, k_video, "p t i h d, p t j h d -> p h t i j") * scale
-    keep = torch.cat([word_mask[:, None, None, None, :].expand(*to_words.shape[:-1], -1),
-                      torch.ones_like(to_frame, dtype=torch.bool)], dim=-1)
-    attn = masked_softmax(torch.cat([to_words, to_frame], dim=-1), keep)
-    a_words, a_frame = attn.split([k_words.shape[1], k_video.shape[2]], dim=-1)
-    out = einsum(a_words, v_words, "p h t i l, p l h d -> p t i h d") + einsum(a_frame, v_video, "p h t i j, p t j h d -> p t i h d")
-    return rearrange(out, "p t i h d -> p t i (h d)")
+    -> [P,T,1+N,H*d]. No attention crosses frames here: (pairs, frames, heads) batch one fused call."""
+    p, t = q_video.shape[:2]
+    words = lambda x: rearrange(x, "p l h d -> p 1 h l d").expand(-1, t, -1, -1, -1)  # noqa: E731
+    frame = lambda x: rearrange(x, "p t i h d -> p t h i d")  # noqa: E731
+    k = torch.cat([words(k_words), frame(k_video)], dim=3).flatten(0, 1)  # [(P T), H, L+1+N, d]
+    v = torch.cat([words(v_words), frame(v_video)], dim=3).flatten(0, 1)
+    keep = torch.cat([word_mask, word_mask.new_ones(p, k_video.shape[2])], dim=1)  # [P, L+1+N]
+    keep = keep[:, None].expand(-1, t, -1).reshape(p * t, 1, 1, -1)
+    out = F.scaled_dot_product_attention(frame(q_video).flatten(0, 1), k, v, attn_mask=keep)
+    return rearrange(out, "(p t) h i d -> p t i (h d)", p=p)
 
 
 def feed_forward(*, width: int, mlp_ratio: float, dropout: float) -> nn.Sequential:
