@@ -33,6 +33,8 @@ class VideoLanguageModel(nn.Module):
         self.backbone = backbone
         self.adapters = nn.ModuleList(_ordered(adapters))
         self.task = task
+        if hasattr(task, "attach"):  # heads sized from the backbone (open_qa's classifier)
+            task.attach(self)
         device = backbone.device
         self.adapters.to(device=device, dtype=torch.float32)  # adapters stay fp32 under a bf16 backbone
         self.task.to(device=device)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from ..core.config import TaskConfig
+from ..core.distributed import all_gather_with_grad, is_distributed, rank_offset
 from ..core.features import TextFeatures, VideoFeatures
 from .base import TaskHead, TaskOutput, register_task
 
@@ -32,8 +35,18 @@ class RetrievalHead(TaskHead):
         pairs = torch.arange(b, device=video.frame_emb.device)
         video, text, losses = model.adapt(video, text, text_to_video=pairs, guidance=text)
         sims = model.dual_similarity(text, video)
-        logits = self.scale * sims
-        losses["retrieval"] = 0.5 * (F.cross_entropy(logits, pairs) + F.cross_entropy(logits.T, pairs))
+        if is_distributed():
+            # Negatives from every rank, with gradients: local texts against all videos and all texts
+            # against local videos. Each rank averages over its own rows; DDP's gradient mean over
+            # ranks then equals the gradient of the global-batch loss (all_gather's backward sums the
+            # other ranks' gradients into this rank's slice).
+            targets = pairs + rank_offset(b)
+            t2v = self.scale * model.dual_similarity(text, gather_features(video))
+            v2t = self.scale * model.dual_similarity(gather_features(text), video).T
+            losses["retrieval"] = 0.5 * (F.cross_entropy(t2v, targets) + F.cross_entropy(v2t, targets))
+        else:
+            logits = self.scale * sims
+            losses["retrieval"] = 0.5 * (F.cross_entropy(logits, pairs) + F.cross_entropy(logits.T, pairs))
         if model.cross_adapters:
             losses["matching"] = self.config.matching_weight * self._matching_loss(model, video, text, sims)
         return TaskOutput(loss=sum(losses.values()), scores=sims, losses=losses)
@@ -53,3 +66,30 @@ class RetrievalHead(TaskHead):
         logits, cross_losses = model.score_pairs(text.index(text_idx), video.index(video_idx), with_losses=True)
         loss = F.binary_cross_entropy_with_logits(logits, labels)
         return loss + sum(cross_losses.values(), torch.zeros((), device=sims.device))
+
+
+def gather_features(features):
+    """VideoFeatures/TextFeatures from every rank concatenated along the batch axis, with gradients.
+    Token axes are padded to the longest rank's; strings are gathered as objects."""
+    changes = {}
+    for field in dataclasses.fields(features):
+        value = getattr(features, field.name)
+        if isinstance(value, torch.Tensor):
+            if field.name in ("token_states", "token_mask", "input_ids"):
+                value = _pad_axis1_to_max(value)
+            changes[field.name] = all_gather_with_grad(value.contiguous())
+        elif field.name == "texts" and value is not None:
+            parts: list = [None] * dist.get_world_size()
+            dist.all_gather_object(parts, list(value))
+            changes[field.name] = [t for part in parts for t in part]
+    return dataclasses.replace(features, **changes)
+
+
+def _pad_axis1_to_max(tensor: torch.Tensor) -> torch.Tensor:
+    length = torch.tensor([tensor.shape[1]], device=tensor.device)
+    dist.all_reduce(length, op=dist.ReduceOp.MAX)
+    extra = int(length.item()) - tensor.shape[1]
+    if extra == 0:
+        return tensor
+    pad = (0, 0, 0, extra) if tensor.ndim == 3 else (0, extra)
+    return F.pad(tensor, pad)

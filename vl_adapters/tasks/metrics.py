@@ -1,0 +1,89 @@
+"""Retrieval and QA metrics, computed the way CLIP4Clip reports them.
+
+Ranks are 0-based counts of candidates scored strictly higher than the ground truth (ties favour the
+ground truth, as CLIP4Clip's sort-and-find does). R@K is the percentage of queries with rank < K,
+MdR the median rank + 1, MnR the mean rank + 1.
+
+Several captions per video: text->video ranks every caption against all videos; video->text scores
+each video against each *caption group* by the best of that group's captions (CLIP4Clip pads the
+[videos, captions, videos] tensor with -inf and takes the max over captions), then ranks groups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+RECALL_AT = (1, 5, 10)
+
+
+def ranks_of_truth(scores: Tensor, truth: Tensor) -> Tensor:
+    """scores [Q, C], truth [Q] column index of each query's ground truth -> 0-based ranks [Q]."""
+    if scores.ndim != 2 or truth.shape != (scores.shape[0],):
+        raise ValueError(f"ranks_of_truth: expected scores [Q, C] and truth [Q], got {list(scores.shape)} "
+                         f"and {list(truth.shape)}")
+    scores = scores.float()
+    target = scores.gather(1, truth.long()[:, None].to(scores.device))
+    return (scores > target).sum(1)
+
+
+def rank_metrics(ranks: Tensor, prefix: str = "") -> dict[str, float]:
+    """R@1/5/10 (percent), MdR and MnR from 0-based ranks."""
+    ranks = ranks.float()
+    out = {f"{prefix}R@{k}": 100.0 * (ranks < k).float().mean().item() for k in RECALL_AT}
+    # CLIP4Clip uses np.median (the mean of the two middle values for an even count).
+    out[f"{prefix}MdR"] = _median(ranks) + 1
+    out[f"{prefix}MnR"] = ranks.mean().item() + 1
+    return out
+
+
+def _median(values: Tensor) -> float:
+    ordered = values.sort().values
+    n = len(ordered)
+    mid = n // 2
+    return ordered[mid].item() if n % 2 else 0.5 * (ordered[mid - 1].item() + ordered[mid].item())
+
+
+def retrieval_metrics(sims: Tensor, text_to_video: Tensor | Sequence[int] | None = None) -> dict[str, float]:
+    """sims [num_texts, num_videos]; text_to_video [num_texts] (video column of each text; default the
+    diagonal, one caption per video). Returns t2v_* and v2t_* metrics."""
+    sims = sims.detach().float().cpu()
+    n_texts, n_videos = sims.shape
+    if text_to_video is None:
+        if n_texts != n_videos:
+            raise ValueError(f"retrieval_metrics: {n_texts} texts and {n_videos} videos; pass text_to_video")
+        text_to_video = torch.arange(n_videos)
+    owner = torch.as_tensor(text_to_video, dtype=torch.long).cpu()
+    if owner.shape != (n_texts,) or (owner.numel() and (owner.min() < 0 or owner.max() >= n_videos)):
+        raise ValueError(f"retrieval_metrics: text_to_video must be [{n_texts}] indices in [0, {n_videos})")
+    metrics = rank_metrics(ranks_of_truth(sims, owner), "t2v_")
+    # Video -> text: best caption of each video's caption group, a [num_videos, num_videos] matrix.
+    has_caption = torch.zeros(n_videos, dtype=torch.bool)
+    has_caption[owner] = True
+    group_scores = torch.full((n_videos, n_videos), float("-inf"))
+    group_scores = group_scores.scatter_reduce(1, owner[None].expand(n_videos, -1), sims.T, reduce="amax")
+    queried = has_caption.nonzero().flatten()
+    group_scores = group_scores[queried][:, has_caption]
+    truth = torch.arange(len(queried))
+    metrics.update(rank_metrics(ranks_of_truth(group_scores, truth), "v2t_"))
+    return metrics
+
+
+def accuracy_metrics(predicted: Tensor, answer: Tensor, question_types: Sequence[str] | None = None
+                     ) -> dict[str, float]:
+    """Accuracy (percent) overall and per question type ("accuracy/<type>"); answer -1 counts as wrong
+    (an answer outside the vocabulary can never be predicted)."""
+    predicted, answer = predicted.detach().cpu().long(), answer.detach().cpu().long()
+    if predicted.shape != answer.shape:
+        raise ValueError(f"accuracy_metrics: predicted {list(predicted.shape)} vs answer {list(answer.shape)}")
+    correct = (predicted == answer) & (answer >= 0)
+    out = {"accuracy": 100.0 * correct.float().mean().item() if len(correct) else 0.0}
+    if question_types is not None:
+        if len(question_types) != len(correct):
+            raise ValueError(f"accuracy_metrics: {len(question_types)} question types for {len(correct)} answers")
+        for kind in sorted(set(question_types)):
+            rows = torch.tensor([t == kind for t in question_types])
+            out[f"accuracy/{kind}"] = 100.0 * correct[rows].float().mean().item()
+    return out
