@@ -206,3 +206,32 @@ def test_patch_pool_and_save_load(tmp_path, tiny_backbone, frames, texts):
     model.save_adapters(tmp_path)
     loaded = vla.load_adapters(tmp_path, backbone=tiny_backbone).eval()
     assert torch.equal(model.similarity(texts, frames[0], rerank_k=0), loaded.similarity(texts, frames[0], rerank_k=0))
+
+
+class _FeaturesOnlyBackbone(torch.nn.Module):
+    """Stands in for a backbone when the test feeds features directly (as a feature cache would)."""
+
+    spec = "features-only"
+    logit_scale = 100.0
+
+    def __init__(self, dims, device):
+        super().__init__()
+        self.dims, self.device = dims, torch.device(device)
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_1000_by_1000_top50_rerank_fits_one_gpu_at_vit_b32_dims():
+    dims = vla.BackboneDims(embed_dim=512, vision_width=768, text_width=512, grid=(7, 7), context_length=77, image_size=224)
+    torch.manual_seed(0)
+    model = vla.wrap(_FeaturesOnlyBackbone(dims, "cuda"), [{"type": "trajectory_word", "depth": 2}]).eval()
+    lengths = torch.randint(6, 33, (1000,))
+    text = vla.TextFeatures(text_emb=torch.randn(1000, 512), token_states=torch.randn(1000, 77, 512),
+                            token_mask=torch.arange(77)[None] < lengths[:, None])
+    video = vla.VideoFeatures(frame_emb=torch.randn(1000, 12, 512), frame_mask=torch.ones(1000, 12, dtype=torch.bool),
+                              patch_tokens=torch.randn(1000, 12, 49, 768), grid=(7, 7))
+    torch.cuda.reset_peak_memory_stats()
+    scores = model.similarity(text, video, rerank_k=50, pair_chunk_size=256)
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    assert scores.shape == (1000, 1000) and torch.isfinite(scores).all()
+    assert peak < 16, f"peak GPU memory {peak:.1f} GiB"
