@@ -13,13 +13,11 @@ import torch.nn.functional as F
 from einops import einsum, rearrange, repeat
 from torch import Tensor, nn
 
-NEG = torch.finfo(torch.float32).min
-
 
 def masked_softmax(scores: Tensor, keep: Tensor) -> Tensor:
     """Softmax over the last axis where `keep` (broadcast) is True. Masked keys get exactly zero weight,
     so their values cannot leak in (padding words and padded frames change nothing)."""
-    return scores.masked_fill(~keep, NEG).softmax(-1) * keep
+    return scores.masked_fill(~keep, torch.finfo(scores.dtype).min).softmax(-1) * keep
 
 
 class QKV(nn.Module):
@@ -177,7 +175,7 @@ class _PerturbedTopK(torch.autograd.Function):
     @staticmethod
     def forward(ctx, scores: Tensor, keep: Tensor, k: int, samples: int, sigma: float) -> Tensor:
         noise = torch.randn(scores.shape[0], samples, scores.shape[1], device=scores.device, dtype=scores.dtype)
-        perturbed = (scores[:, None] + sigma * noise).masked_fill(~keep[:, None], NEG)
+        perturbed = (scores[:, None] + sigma * noise).masked_fill(~keep[:, None], torch.finfo(scores.dtype).min)
         picked = perturbed.topk(k, dim=-1).indices.sort(dim=-1).values  # temporal order kept
         one_hot = F.one_hot(picked, scores.shape[1]).to(scores.dtype)  # [P,S,k,T]
         ctx.save_for_backward(one_hot, noise)
