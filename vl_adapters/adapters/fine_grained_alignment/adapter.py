@@ -16,7 +16,9 @@ from .config import FineGrainedAlignmentConfig
 
 @register_adapter("fine_grained_alignment")
 class FineGrainedAlignment(Adapter):
-    """Words and patches projected to a small space; s(text, video) = mean over the text's words and the
+    """TW-BERT's fine-grained align-before-fuse: word-to-best-patch similarity, two-way InfoNCE; a dual encoder.
+
+    Words and patches projected to a small space; s(text, video) = mean over the text's words and the
     video's frames of the best-matching patch in that frame (cosine). Trained by a two-way InfoNCE with
     in-batch negatives (gathered across ranks); at retrieval it adds `weight * s` to the dual cosine
     through `extra_similarity`, with `weight` a learnable scalar that starts at zero (identity at init).
