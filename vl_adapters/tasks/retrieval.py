@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ..core.config import TaskConfig
-from ..core.distributed import all_gather_with_grad, is_distributed, rank_offset
+from ..core.distributed import all_gather_with_grad, is_distributed
 from ..core.features import TextFeatures, VideoFeatures
 from .base import TaskHead, TaskOutput, register_task
 
@@ -40,9 +40,12 @@ class RetrievalHead(TaskHead):
             # against local videos. Each rank averages over its own rows; DDP's gradient mean over
             # ranks then equals the gradient of the global-batch loss (all_gather's backward sums the
             # other ranks' gradients into this rank's slice).
-            targets = pairs + rank_offset(b)
-            t2v = self.scale * model.dual_similarity(text, gather_features(video))
-            v2t = self.scale * model.dual_similarity(gather_features(text), video).T
+            # Ranks may hold different batch sizes (skipped bad videos): rows are padded for the
+            # collective and the padding dropped again.
+            sizes = _batch_sizes(b, video.frame_emb.device)
+            targets = pairs + sum(sizes[: dist.get_rank()])
+            t2v = self.scale * model.dual_similarity(text, gather_features(video, sizes))
+            v2t = self.scale * model.dual_similarity(gather_features(text, sizes), video).T
             losses["retrieval"] = 0.5 * (F.cross_entropy(t2v, targets) + F.cross_entropy(v2t, targets))
         else:
             logits = self.scale * sims
@@ -68,16 +71,27 @@ class RetrievalHead(TaskHead):
         return loss + sum(cross_losses.values(), torch.zeros((), device=sims.device))
 
 
-def gather_features(features):
-    """VideoFeatures/TextFeatures from every rank concatenated along the batch axis, with gradients.
-    Token axes are padded to the longest rank's; strings are gathered as objects."""
+def _batch_sizes(b: int, device) -> list[int]:
+    sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor([b], device=device))
+    return [int(s.item()) for s in sizes]
+
+
+def gather_features(features, sizes: list[int]):
+    """VideoFeatures/TextFeatures from every rank concatenated along the batch axis (rank order), with
+    gradients. `sizes`: each rank's batch size. Token axes are padded to the longest rank's."""
+    longest = max(sizes)
+    keep = torch.cat([torch.arange(n) + r * longest for r, n in enumerate(sizes)])
     changes = {}
     for field in dataclasses.fields(features):
         value = getattr(features, field.name)
         if isinstance(value, torch.Tensor):
             if field.name in ("token_states", "token_mask", "input_ids"):
                 value = _pad_axis1_to_max(value)
-            changes[field.name] = all_gather_with_grad(value.contiguous())
+            if value.shape[0] < longest:
+                value = torch.cat([value, value.new_zeros(longest - value.shape[0], *value.shape[1:])])
+            gathered = all_gather_with_grad(value.contiguous())
+            changes[field.name] = gathered.index_select(0, keep.to(gathered.device))
         elif field.name == "texts" and value is not None:
             parts: list = [None] * dist.get_world_size()
             dist.all_gather_object(parts, list(value))

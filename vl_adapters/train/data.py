@@ -1,0 +1,109 @@
+"""How the trainer gets batches: raw videos through the dataset's collate, or cached features."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ..core import distributed
+from ..data.cache import FeatureCache
+
+
+class BadVideoError(RuntimeError):
+    """A video could not be read and the run was told to raise (`--on-bad-video raise`)."""
+
+
+def dataset_collate(dataset):
+    """The dataset's own collate if it has one, else the data package's collate for its task."""
+    own = getattr(dataset, "collate", None)
+    if callable(own):
+        return own
+    from ..data.collate import collate
+
+    task = dataset.task
+    return lambda items: collate(items, task=task)
+
+
+class CachedDataset(torch.utils.data.Dataset):
+    """A dataset's samples with their videos read back from a FeatureCache instead of decoded.
+
+    Items carry a tiny placeholder clip so the dataset's collate builds every task field as usual;
+    the batch's "video" is then replaced by the cached VideoFeatures of its videos.
+    """
+
+    def __init__(self, dataset, cache: FeatureCache) -> None:
+        self.dataset = dataset
+        self.cache = cache
+        self.task = dataset.task
+        self.samples = dataset.samples
+        self.video_ids = dataset.video_ids
+        self.answer_vocab = getattr(dataset, "answer_vocab", None)
+        self._collate = dataset_collate(dataset)
+        t = cache.frame_mask.shape[1]
+        self._placeholder = torch.zeros(t, 3, 1, 1, dtype=torch.uint8)
+
+    def __len__(self) -> int:
+        return len(self.dataset.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.dataset.samples[index]
+        video_id = str(self.dataset.video_ids[sample["video_index"]])
+        item = {**sample, "sample_index": index, "video_id": video_id}
+        if video_id in self.cache.bad_videos:
+            item["bad_video"] = self.cache.bad_videos[video_id]
+            return item
+        row = self.cache.row(video_id)
+        item["frames"] = self._placeholder
+        item["frame_mask"] = torch.from_numpy(self.cache.frame_mask[row].copy())
+        return item
+
+    def collate(self, items: list[dict]) -> dict:
+        batch = self._collate(items)
+        indices = batch.get("video_index")
+        if indices is None or len(indices) == 0:
+            return batch
+        rows = [self.cache.row(str(self.dataset.video_ids[int(i)])) for i in indices]
+        batch["video"] = self.cache.features(rows)
+        batch.pop("frame_mask", None)  # the features carry their own mask
+        return batch
+
+
+def make_loader(dataset, *, batch_size: int, shuffle: bool, seed: int, epoch: int, num_workers: int,
+                skip_batches: int = 0, drop_last: bool = False) -> DataLoader:
+    """A loader whose order depends only on (seed, epoch): a DistributedSampler (one replica without
+    a process group), the first `skip_batches` batches left out for an exact mid-epoch resume, and a
+    private generator so that creating the loader never touches the global RNG."""
+    sampler = DistributedSampler(dataset, num_replicas=distributed.world_size(), rank=distributed.rank(),
+                                 shuffle=shuffle, seed=seed, drop_last=drop_last)
+    sampler.set_epoch(epoch)
+    indices = list(sampler)[skip_batches * batch_size:]
+    generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+    return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=num_workers,
+                      collate_fn=dataset_collate(dataset), generator=generator,
+                      persistent_workers=False, pin_memory=False)
+
+
+def batches_per_epoch(dataset, batch_size: int, drop_last: bool) -> int:
+    sampler = DistributedSampler(dataset, num_replicas=distributed.world_size(), rank=distributed.rank(),
+                                 shuffle=False, drop_last=drop_last)
+    return -(-len(sampler) // batch_size)
+
+
+def skipped_of(batch: dict) -> list[dict]:
+    """The batch's skipped videos as [{"video_id", "reason"}] whatever shape the collate gave."""
+    out = []
+    for entry in batch.get("skipped", []) or []:
+        if isinstance(entry, dict):
+            out.append({"video_id": str(entry.get("video_id")), "reason": str(entry.get("reason", entry))})
+        elif isinstance(entry, (tuple, list)) and len(entry) == 2:
+            out.append({"video_id": str(entry[0]), "reason": str(entry[1])})
+        else:
+            out.append({"video_id": "?", "reason": str(entry)})
+    return out
+
+
+def batch_size_of(batch: dict) -> int:
+    video = batch.get("video")
+    if video is None:
+        return 0
+    return video.batch_size if hasattr(video, "batch_size") else len(video)

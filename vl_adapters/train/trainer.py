@@ -1,0 +1,296 @@
+"""The training loop: AdamW over the adapters, warm-up + cosine, clipping, accumulation, bf16 autocast
+on CUDA, evaluation each epoch, atomic best/last checkpoints, exact resume, DDP (torchrun)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..core import distributed
+from ..core.io import load_json, save_json
+from ..core.model import CacheRefusedError
+from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .data import BadVideoError, CachedDataset, batch_size_of, batches_per_epoch, make_loader, skipped_of
+from .evaluate import default_metric, evaluate
+from .schedule import WarmupCosine
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def show_progress(setting: bool | None) -> bool:
+    if setting is not None:
+        return setting and distributed.rank() == 0
+    return sys.stderr.isatty() and not os.environ.get("CI") and distributed.rank() == 0
+
+
+def init_distributed() -> None:
+    """Join the torchrun process group (NCCL on GPU, gloo on CPU) when WORLD_SIZE > 1."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    """Build with a TrainConfig; datasets and a model may be passed in (tests, notebooks), otherwise
+    they are built from the config (build_dataset, load_backbone, wrap)."""
+
+    def __init__(self, config: TrainConfig, *, model=None, train_dataset=None, eval_dataset=None,
+                 train_cache: str | Path | None = None, eval_cache: str | Path | None = None) -> None:
+        self.config = config
+        init_distributed()
+        self.is_main = distributed.rank() == 0
+        self.device = resolve_device(config.device)
+        seed_everything(config.seed)
+        self.run_dir = Path(config.run_dir)
+        self.skipped: list[dict] = []
+        self.cache_note = "off"
+        train_dataset = train_dataset if train_dataset is not None else self._build_dataset(config.data.train_split)
+        if eval_dataset is None and config.eval.every_epoch and config.data.eval_split:
+            eval_dataset = self._build_dataset(config.data.eval_split, train=False)
+        self.model = model if model is not None else self._build_model(train_dataset)
+        base = config.data.cache
+        train_cache = train_cache or (Path(base) / config.data.train_split if base else None)
+        eval_cache = eval_cache or (Path(base) / config.data.eval_split if base else None)
+        self.train_dataset = self._with_cache(train_dataset, train_cache)
+        self.eval_dataset = self._with_cache(eval_dataset, eval_cache) if eval_dataset is not None else None
+        params = self.model.trainable_parameters()
+        if not params:
+            raise ValueError("the model has no trainable parameters: add at least one adapter")
+        o = config.optim
+        self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        self.drop_last = distributed.is_distributed()
+        self.batches = batches_per_epoch(self.train_dataset, config.data.batch_size, self.drop_last)
+        self.steps_per_epoch = max(1, -(-self.batches // o.accumulation))
+        total = self.steps_per_epoch * config.epochs
+        self.scheduler = WarmupCosine(self.optimizer, total_steps=total, warmup_steps=round(o.warmup_ratio * total),
+                                      min_lr_ratio=o.min_lr_ratio)
+        self.ddp = None
+        if distributed.is_distributed():
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_metric": None, "best_value": None,
+                      "skipped": []}
+
+    # ---- building ------------------------------------------------------------------------
+    def _build_dataset(self, split: str, train: bool = True):
+        from ..data import build_dataset
+
+        d = self.config.data
+        return build_dataset(d.dataset, d.root, split, num_frames=d.num_frames, sampler=d.sampler,
+                             train=train, **d.options)
+
+    def _build_model(self, dataset):
+        from .. import load_backbone, wrap
+
+        m = self.config.model
+        backbone = load_backbone(m.backbone, pretrained=m.pretrained, precision=m.precision, device=self.device)
+        task = m.task
+        if (task == "open_qa" or (isinstance(task, dict) and task.get("type") == "open_qa")) and \
+                getattr(dataset, "answer_vocab", None):
+            task = {**({"type": "open_qa"} if isinstance(task, str) else task),
+                    "num_answers": len(dataset.answer_vocab)}
+        return wrap(backbone, m.adapters, task=task)
+
+    def _with_cache(self, dataset, directory):
+        if directory is None:
+            return dataset
+        from ..data.cache import FeatureCache, cache_fingerprint
+
+        if self.model.uses_backbone_adapters:
+            names = [a.name for a in self.model.backbone_adapters]
+            raise CacheRefusedError(
+                f"the feature cache {directory} is refused: backbone adapter(s) {names} change the backbone's "
+                "forward, so cached backbone features would be wrong. Drop `data.cache` to train from videos.")
+        cache = FeatureCache(directory)
+        cache.check(cache_fingerprint(self.model.backbone, sampler=self.config.data.sampler,
+                                      num_frames=self.config.data.num_frames,
+                                      patch_tokens=cache.fingerprint.get("patch_tokens", True)))
+        self.cache_note = f"used ({Path(directory).parent})"
+        return CachedDataset(dataset, cache)
+
+    # ---- the loop ------------------------------------------------------------------------
+    def resume(self, checkpoint: str | Path | None = None) -> None:
+        """Continue from a checkpoint (default: <run_dir>/checkpoints/last)."""
+        directory = find_checkpoint(checkpoint or self.run_dir / "checkpoints" / "last")
+        self.state = load_checkpoint(directory, model=self.model, optimizer=self.optimizer,
+                                     scheduler=self.scheduler, device=str(self.device))
+        self.skipped = list(self.state.get("skipped", []))
+
+    def _forward(self, batch):
+        module = self.ddp if self.ddp is not None else self.model
+        if self.device.type == "cuda":
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return module(batch)
+        return module(batch)
+
+    def _note_skipped(self, batch, split: str) -> None:
+        for entry in skipped_of(batch):
+            if self.config.on_bad_video == "raise":
+                raise BadVideoError(f"{split}: video {entry['video_id']!r} could not be read: {entry['reason']}")
+            self.skipped.append({**entry, "split": split})
+
+    def fit(self) -> dict:
+        """Train to the end (or to max_steps); returns the last evaluation's metrics."""
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_json(self.run_dir / "config.json", cfg.to_dict())
+            import yaml
+
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        metrics: dict = {}
+        stopped = False
+        accumulation = cfg.optim.accumulation
+        while self.state["epoch"] < cfg.epochs and not stopped:
+            epoch, skip = self.state["epoch"], self.state["batch_in_epoch"]
+            loader = make_loader(self.train_dataset, batch_size=cfg.data.batch_size, shuffle=True, seed=cfg.seed,
+                                 epoch=epoch, num_workers=cfg.data.num_workers, skip_batches=skip,
+                                 drop_last=self.drop_last)
+            self.model.train()
+            bar = tqdm(total=self.batches, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       disable=not show_progress(cfg.progress), unit="batch")
+            pending = 0
+            for batch in loader:
+                self.state["batch_in_epoch"] += 1
+                bar.update(1)
+                self._note_skipped(batch, "train")
+                last_of_epoch = self.state["batch_in_epoch"] == self.batches
+                if batch_size_of(batch) > 0:
+                    sync = pending + 1 == accumulation or last_of_epoch
+                    context = self.ddp.no_sync() if (self.ddp is not None and not sync) else _null()
+                    with context:
+                        out = self._forward(batch)
+                        (out.loss / accumulation).backward()
+                    pending += 1
+                    loss_value = out.loss.detach().float().item()
+                if pending and (pending == accumulation or last_of_epoch):
+                    self._optimizer_step()
+                    pending = 0
+                    if self.state["step"] % cfg.log_every == 0 or self.state["step"] == 1:
+                        self._log({"kind": "train", "step": self.state["step"], "epoch": epoch,
+                                   "loss": loss_value, "lr": self.scheduler.get_last_lr()[0]})
+                        bar.set_postfix(loss=f"{loss_value:.4f}")
+                    if cfg.max_steps and self.state["step"] >= cfg.max_steps:
+                        stopped = True
+                        break
+            bar.close()
+            if not stopped:
+                self.state["epoch"] += 1
+                self.state["batch_in_epoch"] = 0
+                if cfg.eval.every_epoch and self.eval_dataset is not None:
+                    metrics = self.evaluate()
+                    self._log({"kind": "eval", "step": self.state["step"], "epoch": epoch, **metrics})
+                    self._maybe_best(metrics)
+            self._save("last")
+        self._write_report(metrics, stopped)
+        return metrics
+
+    def _optimizer_step(self) -> None:
+        if self.config.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.trainable_parameters(), self.config.optim.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state["step"] += 1
+
+    def evaluate(self) -> dict:
+        return evaluate(self.model, self.eval_dataset, batch_size=self.config.data.eval_batch_size,
+                        num_workers=self.config.data.num_workers, rerank_k=self.config.eval.rerank_k,
+                        on_bad_video=self.config.on_bad_video, skipped=self.skipped,
+                        progress=show_progress(self.config.progress), autocast=self.device.type == "cuda")
+
+    def _maybe_best(self, metrics: dict) -> None:
+        name = self.config.eval.metric or default_metric(self.model.task.name)
+        if name not in metrics:
+            raise KeyError(f"eval.metric {name!r} is not among the evaluation's metrics {sorted(metrics)}")
+        value = metrics[name]
+        lower_is_better = name.endswith(("MdR", "MnR"))
+        best = self.state["best_value"]
+        if best is None or (value < best if lower_is_better else value > best):
+            self.state["best_metric"], self.state["best_value"] = name, value
+            self._save("best")
+
+    # ---- writing (rank 0 only) ----------------------------------------------------------
+    def _save(self, which: str) -> None:
+        if not self.is_main:
+            return
+        self.state["skipped"] = self.skipped
+        save_checkpoint(self.run_dir / "checkpoints" / which, model=self.model, optimizer=self.optimizer,
+                        scheduler=self.scheduler, state=dict(self.state))
+
+    def _log(self, record: dict) -> None:
+        if not self.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "metrics.jsonl", "a") as log:
+            log.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+
+    def _write_report(self, metrics: dict, stopped: bool) -> None:
+        if not self.is_main:
+            return
+        unique = {(e["video_id"], e.get("split")): e for e in self.skipped}
+        self.skipped = list(unique.values())
+        reasons: dict[str, int] = {}
+        for entry in self.skipped:
+            reasons[entry["reason"]] = reasons.get(entry["reason"], 0) + 1
+        save_json(self.run_dir / "report.json", {
+            "finished": not stopped, "step": self.state["step"], "epoch": self.state["epoch"],
+            "train_samples": len(self.train_dataset),
+            "eval_samples": len(self.eval_dataset) if self.eval_dataset is not None else 0,
+            "feature_cache": self.cache_note,
+            "trainable_parameters": sum(p.numel() for p in self.model.trainable_parameters()),
+            "best": {"metric": self.state["best_metric"], "value": self.state["best_value"]},
+            "last_metrics": metrics,
+            "skipped_videos": {"count": len(self.skipped), "by_reason": reasons, "videos": self.skipped},
+        })
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def train(config: TrainConfig, *, resume: bool | str = False, **kwargs) -> Trainer:
+    trainer = Trainer(config, **kwargs)
+    if resume:
+        trainer.resume(None if resume is True else resume)
+    trainer.fit()
+    return trainer
+
+
+def read_metrics_log(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+__all__ = ["Trainer", "read_metrics_log", "train", "load_json"]
