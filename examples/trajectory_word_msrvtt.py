@@ -33,6 +33,7 @@ import torch
 
 import vl_adapters as vla
 from vl_adapters.core.features import concat_text_features, concat_video_features
+from vl_adapters.tasks.metrics import retrieval_metrics
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 30)}
 MOTIONS = {"left": (-3, 0), "right": (3, 0), "up": (0, -3), "down": (0, 3)}
@@ -103,11 +104,9 @@ def encode(model, root: Path, pairs, frames: int, batch: int = 32):
 
 
 def recall(scores: torch.Tensor) -> dict[str, float]:
-    """Text-to-video R@1/5/10 and median rank; text i's video is video i."""
-    ranks = (scores > scores.diagonal()[:, None]).sum(1) + 1
-    out = {f"R@{k}": 100.0 * (ranks <= k).float().mean().item() for k in (1, 5, 10)}
-    out["MdR"] = ranks.float().median().item()
-    return out
+    """Text-to-video R@1/5/10, MdR, MnR (text i's video is video i). Re-ranking is per text, so only
+    this direction is meaningful for re-ranked scores."""
+    return {k.removeprefix("t2v_"): v for k, v in retrieval_metrics(scores).items() if k.startswith("t2v_")}
 
 
 def main() -> None:
