@@ -9,7 +9,7 @@ from einops import einsum
 from torch import Tensor, nn
 
 from ...core.adapter import Adapter, AdapterOutput, register_adapter
-from ...core.distributed import all_gather_with_grad, is_distributed, rank_offset
+from ...core.distributed import all_gather_with_grad, is_distributed
 from ...core.features import FeatureShapeError, TextFeatures, VideoFeatures
 from .config import FineGrainedAlignmentConfig
 
@@ -89,14 +89,17 @@ class FineGrainedAlignment(Adapter):
         return AdapterOutput(video=video, text=text, losses={"fine_grained": self.config.weight * loss})
 
     def contrastive_loss(self, text: TextFeatures, video: VideoFeatures, text_to_video: Tensor) -> Tensor:
-        """Two-way InfoNCE: local texts against all videos, local videos against all texts (all ranks)."""
+        """Two-way InfoNCE: local texts against all videos, local videos against all texts (all ranks;
+        ranks may hold different numbers of texts and videos, and texts of different lengths)."""
         words, word_mask = self.project_words(text)
         patches, frame_mask = self.project_patches(video)
-        all_words, all_word_mask = _gather_padded(words, 1), _gather_padded(word_mask, 1)
-        all_patches, all_frame_mask = _gather_padded(patches, 1), _gather_padded(frame_mask, 1)
         text_to_video = text_to_video.to(words.device)
-        offset = rank_offset(video.batch_size)
-        all_text_to_video = _gather_padded(text_to_video + offset, 0)
+        video_sizes = _sizes(video.batch_size, words.device)
+        text_sizes = _sizes(text.batch_size, words.device)
+        offset = sum(video_sizes[: _rank()])
+        all_words, all_word_mask = _gather_rows(words, text_sizes), _gather_rows(word_mask, text_sizes)
+        all_patches, all_frame_mask = _gather_rows(patches, video_sizes), _gather_rows(frame_mask, video_sizes)
+        all_text_to_video = _gather_rows(text_to_video + offset, text_sizes)
         scale = self.log_inv_temperature.clamp(max=math.log(100.0)).exp()
         text_logits = scale * self.fine_similarity(words, word_mask, all_patches, all_frame_mask)
         video_logits = scale * self.fine_similarity(all_words, all_word_mask, patches, frame_mask).T
@@ -109,20 +112,38 @@ class FineGrainedAlignment(Adapter):
         return 0.5 * (text_loss + video_loss)
 
 
-def _gather_padded(tensor: Tensor, pad_dim: int) -> Tensor:
-    """all_gather_with_grad along dim 0 after padding `pad_dim` to its largest size across ranks
-    (ranks may hold texts of different lengths). Without a process group: unchanged."""
+def _rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def _sizes(local: int, device) -> list[int]:
+    """Every rank's row count (one entry without a process group)."""
+    if not is_distributed():
+        return [local]
+    sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor([local], device=device))
+    return [int(n) for n in sizes]
+
+
+def _gather_rows(tensor: Tensor, sizes: list[int]) -> Tensor:
+    """Rows of every rank concatenated in rank order, with gradients for floating tensors. Axis 1 (tokens,
+    frames) is padded to the largest across ranks and the batch axis to the largest batch for the
+    collective; the batch padding is dropped again. Without a process group: unchanged."""
     if not is_distributed():
         return tensor
-    if tensor.ndim > pad_dim and pad_dim > 0:
-        size = torch.tensor([tensor.shape[pad_dim]], device=tensor.device)
-        dist.all_reduce(size, op=dist.ReduceOp.MAX)
-        extra = int(size) - tensor.shape[pad_dim]
-        if extra:
-            pad = [0, 0] * (tensor.ndim - pad_dim - 1) + [0, extra]
-            tensor = F.pad(tensor, pad)
-    if tensor.dtype == torch.bool or not tensor.is_floating_point():
-        gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-        dist.all_gather(gathered, tensor.contiguous())
-        return torch.cat(gathered)
-    return all_gather_with_grad(tensor.contiguous())
+    if tensor.ndim > 1:
+        length = torch.tensor([tensor.shape[1]], device=tensor.device)
+        dist.all_reduce(length, op=dist.ReduceOp.MAX)
+        pad = [0, 0] * (tensor.ndim - 2) + [0, int(length) - tensor.shape[1]]
+        tensor = F.pad(tensor, pad)
+    longest = max(sizes)
+    if tensor.shape[0] < longest:
+        tensor = torch.cat([tensor, tensor.new_zeros(longest - tensor.shape[0], *tensor.shape[1:])])
+    if tensor.is_floating_point():
+        gathered = all_gather_with_grad(tensor.contiguous())
+    else:
+        parts = [torch.empty_like(tensor) for _ in sizes]
+        dist.all_gather(parts, tensor.contiguous())
+        gathered = torch.cat(parts)
+    keep = torch.cat([torch.arange(n) + r * longest for r, n in enumerate(sizes)]).to(gathered.device)
+    return gathered.index_select(0, keep)
