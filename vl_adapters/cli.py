@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", help="list registered adapters, backbone families, tasks and samplers")
     listing.add_argument("-v", "--verbose", action="store_true", help="one line per adapter with its stage")
     listing.set_defaults(func=_cmd_list)
+    _load_subcommand_modules()
     for register in _SUBCOMMANDS:
         register(sub)
     return parser
@@ -35,6 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Other modules add their subcommands here: each entry takes the subparsers object.
 _SUBCOMMANDS: list = []
+
+# Modules imported before the parser is built so that they can append to _SUBCOMMANDS.
+_SUBCOMMAND_MODULES = ["vl_adapters.train.cli"]
+
+
+def _load_subcommand_modules() -> None:
+    import importlib
+
+    for name in _SUBCOMMAND_MODULES:
+        importlib.import_module(name)
 
 
 def main(argv: list[str] | None = None) -> int:

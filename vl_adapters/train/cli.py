@@ -1,0 +1,228 @@
+"""`vl-adapters train`, `vl-adapters eval` and `vl-adapters extract`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+TRAIN_EXAMPLES = """\
+examples:
+  vl-adapters train --config examples/configs/msrvtt.yaml
+  vl-adapters train --config examples/configs/msrvtt.yaml --root /data/msrvtt --cache /data/msrvtt_cache \\
+      --epochs 5 --set optim.lr=3e-4 --set data.batch_size=64
+  vl-adapters train --run-dir runs/msrvtt --resume           # continue an interrupted run exactly
+  torchrun --nproc-per-node 4 -m vl_adapters.cli train --config examples/configs/msrvtt.yaml
+
+Every key of the YAML file can be overridden with --set section.key=value (values are read as YAML);
+the common ones also have their own flag. Unknown keys stop the run before any work starts.
+The run directory gets config.yaml (the resolved config), metrics.jsonl, report.json (skipped videos,
+counts) and checkpoints/{last,best}. See docs/training.md.
+"""
+
+EVAL_EXAMPLES = """\
+examples:
+  vl-adapters eval --run runs/msrvtt                       # best checkpoint, the run's eval split
+  vl-adapters eval --run runs/msrvtt --checkpoint last --rerank-k 0
+  vl-adapters eval --adapters runs/msrvtt/checkpoints/best --dataset msrvtt --root /data/msrvtt --split test
+"""
+
+EXTRACT_EXAMPLES = """\
+examples:
+  vl-adapters extract --dataset msrvtt --root /data/msrvtt --split train \\
+      --backbone open_clip:ViT-B-32 --pretrained openai --num-frames 12 --out /data/msrvtt_cache/train
+  (then train with data.cache: /data/msrvtt_cache; the cache holds one directory per split)
+
+Run it again with the same arguments to resume an interrupted extraction. A run refuses a cache whose
+backbone, weights, sampler, frame count or transform differ from its own, and names what differs.
+"""
+
+FLAG_KEYS = {  # flag dest -> config key
+    "run_dir": "run_dir", "epochs": "epochs", "seed": "seed", "max_steps": "max_steps", "device": "device",
+    "on_bad_video": "on_bad_video", "dataset": "data.dataset", "root": "data.root", "cache": "data.cache",
+    "batch_size": "data.batch_size", "num_workers": "data.num_workers", "num_frames": "data.num_frames",
+    "backbone": "model.backbone", "pretrained": "model.pretrained", "lr": "optim.lr",
+    "accumulation": "optim.accumulation", "rerank_k": "eval.rerank_k",
+}
+
+
+def _formatter(prog):
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=34)
+
+
+def register(sub) -> None:
+    train = sub.add_parser("train", help="train adapters on a dataset (from a YAML config and/or flags)",
+                           description="Train adapters on a frozen backbone. Flags override the config file.",
+                           epilog=TRAIN_EXAMPLES, formatter_class=_formatter)
+    train.add_argument("--config", help="YAML (or JSON) training config, e.g. examples/configs/msrvtt.yaml")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override any config key, e.g. --set optim.warmup_ratio=0.05 (repeatable)")
+    train.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+                       help="continue from <run-dir>/checkpoints/last (or the given checkpoint directory)")
+    train.add_argument("--run-dir", help="where checkpoints, logs and the report go")
+    train.add_argument("--dataset", help="msrvtt | msvd | msrvtt_qa | msvd_qa | sutd_trafficqa | msrvtt_mc | jsonl")
+    train.add_argument("--root", help="the dataset's directory")
+    train.add_argument("--cache", help="feature cache directory from `vl-adapters extract` (one subdir per split)")
+    train.add_argument("--backbone", help="open_clip:<name> | hf:<dir> | tiny")
+    train.add_argument("--pretrained", help="open_clip tag or local weights file")
+    train.add_argument("--adapters", nargs="+", metavar="NAME", help="adapter names (configs: use the YAML file)")
+    train.add_argument("--task", help="retrieval | multiple_choice | open_qa")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--lr", type=float)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--accumulation", type=int, help="batches per optimiser step")
+    train.add_argument("--num-frames", type=int)
+    train.add_argument("--num-workers", type=int, help="DataLoader processes decoding videos")
+    train.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (resumable)")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    train.add_argument("--rerank-k", type=int, help="cross adapters re-rank each text's top-k; <= 0 = all")
+    train.add_argument("--on-bad-video", choices=["skip", "raise"],
+                       help="skip (default: count it and list it in report.json) or raise")
+    train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                       help="progress bars (default: only on a terminal outside CI)")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate trained adapters (a run directory or an adapters directory)",
+                        description="Evaluate trained adapters and print the metrics as JSON.",
+                        epilog=EVAL_EXAMPLES, formatter_class=_formatter)
+    source = ev.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="a training run directory (uses its config.yaml)")
+    source.add_argument("--adapters", help="a directory with adapters.safetensors + adapters.json")
+    ev.add_argument("--checkpoint", default="best", help="best | last (with --run; default best)")
+    ev.add_argument("--dataset", help="dataset name (default: the run's)")
+    ev.add_argument("--root", help="dataset directory (default: the run's)")
+    ev.add_argument("--split", help="split to evaluate (default: the run's eval split)")
+    ev.add_argument("--cache", help="feature cache directory (one subdir per split)")
+    ev.add_argument("--num-frames", type=int)
+    ev.add_argument("--batch-size", type=int, default=None)
+    ev.add_argument("--rerank-k", type=int, help="cross adapters re-rank each text's top-k; <= 0 = all")
+    ev.add_argument("--pretrained", help="backbone weights (default: the run's model.pretrained)")
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--output", help="also write the metrics to this JSON file")
+    ev.set_defaults(func=cmd_eval)
+
+    ex = sub.add_parser("extract", help="run the frozen backbone once over a dataset and cache its features",
+                        description="Write fp16 frame embeddings and patch tokens of every video of a split "
+                                    "(memory-mapped .npy arrays + index.json with a fingerprint).",
+                        epilog=EXTRACT_EXAMPLES, formatter_class=_formatter)
+    ex.add_argument("--dataset", required=True, help="dataset name (see `vl-adapters train --help`)")
+    ex.add_argument("--root", required=True, help="the dataset's directory")
+    ex.add_argument("--split", default="train")
+    ex.add_argument("--backbone", required=True, help="open_clip:<name> | hf:<dir> | tiny")
+    ex.add_argument("--pretrained", help="open_clip tag or local weights file")
+    ex.add_argument("--out", required=True, help="cache directory for this split, e.g. <cache>/train")
+    ex.add_argument("--num-frames", type=int, default=12)
+    ex.add_argument("--sampler", default="uniform", help="frame sampler (deterministic/eval mode is used)")
+    ex.add_argument("--batch-size", type=int, default=16, help="videos per backbone call")
+    ex.add_argument("--no-patch-tokens", action="store_true", help="store frame embeddings only (much smaller)")
+    ex.add_argument("--on-bad-video", choices=["skip", "raise"], default="skip")
+    ex.add_argument("--device", default=None)
+    ex.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra dataset option (YAML value), repeatable")
+    ex.set_defaults(func=cmd_extract)
+
+
+def _overrides(args) -> list[str]:
+    out = []
+    for dest, key in FLAG_KEYS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            out.append(f"{key}={json.dumps(value)}")
+    if getattr(args, "adapters", None):
+        out.append(f"model.adapters={json.dumps(args.adapters)}")
+    if getattr(args, "task", None):
+        out.append(f"model.task={json.dumps(args.task)}")
+    if getattr(args, "progress", None) is not None:
+        out.append(f"progress={json.dumps(args.progress)}")
+    return out + list(args.overrides)
+
+
+def cmd_train(args) -> int:
+    from ..core.config import ConfigError
+    from .config import load_config
+    from .trainer import train
+
+    config_path = args.config
+    if config_path is None and args.resume and args.run_dir and (Path(args.run_dir) / "config.yaml").exists():
+        config_path = Path(args.run_dir) / "config.yaml"
+    try:
+        config = load_config(config_path, _overrides(args))
+    except (ConfigError, FileNotFoundError) as error:
+        print(f"vl-adapters train: {error}", file=sys.stderr)
+        return 2
+    trainer = train(config, resume=args.resume)
+    print(json.dumps({"run_dir": str(trainer.run_dir), "step": trainer.state["step"],
+                      "best": {trainer.state["best_metric"]: trainer.state["best_value"]}}))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .. import load_adapters
+    from ..data.cache import FeatureCache, cache_fingerprint
+    from .config import load_config
+    from .data import CachedDataset
+    from .evaluate import evaluate
+    from .trainer import resolve_device
+
+    device = resolve_device(args.device)
+    if args.run:
+        config = load_config(Path(args.run) / "config.yaml")
+        directory = Path(args.run) / "checkpoints" / args.checkpoint
+    else:
+        config = load_config()
+        directory = Path(args.adapters)
+    d = config.data
+    dataset_name, root = args.dataset or d.dataset, args.root or d.root
+    split, num_frames = args.split or d.eval_split, args.num_frames or d.num_frames
+    model = load_adapters(directory, pretrained=args.pretrained or config.model.pretrained, device=device)
+    from ..data import build_dataset
+
+    dataset = build_dataset(dataset_name, root, split, num_frames=num_frames, sampler=d.sampler, train=False,
+                            **d.options)
+    cache_root = args.cache or d.cache
+    if cache_root:
+        cache = FeatureCache(Path(cache_root) / split)
+        cache.check(cache_fingerprint(model.backbone, sampler=d.sampler, num_frames=num_frames,
+                                      patch_tokens=cache.fingerprint.get("patch_tokens", True)))
+        if model.uses_backbone_adapters:
+            print("vl-adapters eval: the feature cache is refused (backbone adapters change the backbone's "
+                  "forward); evaluating from videos", file=sys.stderr)
+        else:
+            dataset = CachedDataset(dataset, cache)
+    rerank = args.rerank_k if args.rerank_k is not None else config.eval.rerank_k
+    metrics = evaluate(model, dataset, batch_size=args.batch_size or d.eval_batch_size, num_workers=d.num_workers,
+                       rerank_k=rerank, autocast=device.type == "cuda")
+    text = json.dumps(metrics, indent=2)
+    print(text)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    return 0
+
+
+def cmd_extract(args) -> int:
+    import yaml
+
+    from .. import load_backbone
+    from ..data import build_dataset
+    from ..data.cache import extract_features
+
+    options = {}
+    for item in args.option:
+        key, _, value = item.partition("=")
+        options[key] = yaml.safe_load(value)
+    backbone = load_backbone(args.backbone, pretrained=args.pretrained, device=args.device)
+    dataset = build_dataset(args.dataset, args.root, args.split, num_frames=args.num_frames, sampler=args.sampler,
+                            train=False, **options)
+    out = extract_features(dataset, backbone, args.out, sampler=args.sampler, num_frames=args.num_frames,
+                           batch_size=args.batch_size, patch_tokens=not args.no_patch_tokens,
+                           on_bad_video=args.on_bad_video)
+    print(f"feature cache written to {out}")
+    return 0
+
+
+from ..cli import _SUBCOMMANDS  # noqa: E402
+
+if register not in _SUBCOMMANDS:
+    _SUBCOMMANDS.append(register)
