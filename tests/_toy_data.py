@@ -54,3 +54,33 @@ class ToyRetrievalDataset(torch.utils.data.Dataset):
             "sample_index": torch.tensor([it["sample_index"] for it in good]),
             "skipped": skipped,
         }
+
+
+class ToyQADataset(ToyRetrievalDataset):
+    """Open-ended QA ("open_qa") or multiple choice ("multiple_choice") over the same toy clips."""
+
+    def __init__(self, num_videos: int = 8, *, task: str = "open_qa", **kwargs) -> None:
+        super().__init__(num_videos, **kwargs)
+        self.task = task
+        self.answer_vocab = ["red", "blue", "green"]
+        kinds = ["what", "who"]
+        self.samples = [{"video_index": i, "question": f"what colour is clip {i}", "answer": i % 3,
+                         "question_type": kinds[i % 2],
+                         "candidates": ["red", "blue", "green"][: 2 + (i % 2)]}
+                        for i in range(num_videos)]
+
+    def collate(self, items: list[dict]) -> dict:
+        batch = super().collate([{**it, "text": ""} for it in items])
+        good = [it for it in items if "bad_video" not in it]
+        if not good:
+            return batch
+        batch.pop("text")
+        batch["question"] = [it["question"] for it in good]
+        batch["question_type"] = [it["question_type"] for it in good]
+        batch["answer"] = torch.tensor([it["answer"] for it in good])
+        if self.task == "multiple_choice":
+            k = max(len(it["candidates"]) for it in good)
+            batch["candidates"] = [it["candidates"] for it in good]
+            batch["candidate_mask"] = torch.tensor([[j < len(it["candidates"]) for j in range(k)] for it in good])
+            batch["answer"] = torch.tensor([it["answer"] % len(it["candidates"]) for it in good])
+        return batch

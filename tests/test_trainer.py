@@ -123,3 +123,20 @@ def test_eval_with_cross_adapter_rerank_all_equals_exhaustive(tiny_backbone):
     top_one = evaluate(model, data, batch_size=4, rerank_k=1)
     assert top_all == exhaustive
     assert set(top_one) == set(top_all)
+
+
+@pytest.mark.parametrize("task", ["open_qa", "multiple_choice"])
+def test_qa_tasks_train_and_report_accuracy_per_type(tiny_backbone, tmp_path, task):
+    from _toy_data import ToyQADataset
+
+    config = _config(tmp_path / task, epochs=1)
+    spec = {"type": "open_qa", "num_answers": 3, "hidden": 16} if task == "open_qa" else task
+    torch.manual_seed(0)
+    model = vla.wrap(tiny_backbone, config.model.adapters, task=spec)
+    trainer = Trainer(config, model=model, train_dataset=ToyQADataset(8, task=task),
+                      eval_dataset=ToyQADataset(6, task=task, seed=1))
+    metrics = trainer.fit()
+    assert set(metrics) == {"accuracy", "accuracy/what", "accuracy/who"}
+    assert 0.0 <= metrics["accuracy"] <= 100.0
+    best = json.loads((tmp_path / task / "report.json").read_text())["best"]
+    assert best["metric"] == "accuracy"
