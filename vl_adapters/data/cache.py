@@ -35,11 +35,16 @@ class StaleCacheError(RuntimeError):
     """A feature cache built with another backbone, sampler or transform than the run asks for."""
 
 
-def cache_fingerprint(backbone, *, sampler: str, num_frames: int, patch_tokens: bool = True) -> dict[str, Any]:
-    """What a cache depends on: compared key by key when a run opens one."""
+def cache_fingerprint(backbone, *, sampler: str, num_frames: int, patch_tokens: bool = True,
+                      dataset=None) -> dict[str, Any]:
+    """What a cache depends on: compared key by key when a run opens one. With a dataset, its decode
+    size and sampler options count too."""
     mean = backbone.pixel_mean.flatten().tolist()
     std = backbone.pixel_std.flatten().tolist()
+    size = getattr(dataset, "size", None)
     return {
+        "decode_size": list(size) if isinstance(size, (tuple, list)) else size,
+        "sampler_options": dict(sorted((getattr(dataset, "sampler_options", None) or {}).items())),
         "format": FORMAT_VERSION,
         "backbone": backbone.spec,
         "weights": backbone.fingerprint(),
@@ -132,7 +137,8 @@ def extract_features(dataset, backbone, directory: str | Path, *, sampler: str, 
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    fingerprint = cache_fingerprint(backbone, sampler=sampler, num_frames=num_frames, patch_tokens=patch_tokens)
+    fingerprint = cache_fingerprint(backbone, sampler=sampler, num_frames=num_frames, patch_tokens=patch_tokens,
+                                    dataset=dataset)
     video_ids = [str(v) for v in dataset.video_ids]
     index_path = directory / INDEX_FILE
     index = load_json(index_path) if index_path.exists() else None

@@ -179,13 +179,14 @@ def cmd_eval(args) -> int:
     model = load_adapters(directory, pretrained=args.pretrained or config.model.pretrained, device=device)
     from ..data import build_dataset
 
+    options = {"size": model.backbone.dims.image_size, **d.options}
     dataset = build_dataset(dataset_name, root, split, num_frames=num_frames, sampler=d.sampler, train=False,
-                            **d.options)
+                            **options)
     cache_root = args.cache or d.cache
     if cache_root:
         cache = FeatureCache(Path(cache_root) / split)
         cache.check(cache_fingerprint(model.backbone, sampler=d.sampler, num_frames=num_frames,
-                                      patch_tokens=cache.fingerprint.get("patch_tokens", True)))
+                                      patch_tokens=cache.fingerprint.get("patch_tokens", True), dataset=dataset))
         if model.uses_backbone_adapters:
             print("vl-adapters eval: the feature cache is refused (backbone adapters change the backbone's "
                   "forward); evaluating from videos", file=sys.stderr)
@@ -208,13 +209,14 @@ def cmd_extract(args) -> int:
     from ..data import build_dataset
     from ..data.cache import extract_features
 
-    options = {}
+    options: dict = {}
     for item in args.option:
         key, _, value = item.partition("=")
         options[key] = yaml.safe_load(value)
     backbone = load_backbone(args.backbone, pretrained=args.pretrained, device=args.device)
+    options = {"size": backbone.dims.image_size, **options}  # decode straight to the backbone's input size
     dataset = build_dataset(args.dataset, args.root, args.split, num_frames=args.num_frames, sampler=args.sampler,
-                            train=False, **options)
+                            train=False, on_bad_video=args.on_bad_video, **options)
     out = extract_features(dataset, backbone, args.out, sampler=args.sampler, num_frames=args.num_frames,
                            batch_size=args.batch_size, patch_tokens=not args.no_patch_tokens,
                            on_bad_video=args.on_bad_video)

@@ -69,10 +69,13 @@ class Trainer:
         self.run_dir = Path(config.run_dir)
         self.skipped: list[dict] = []
         self.cache_note = "off"
-        train_dataset = train_dataset if train_dataset is not None else self._build_dataset(config.data.train_split)
+        backbone = model.backbone if model is not None else self._build_backbone()
+        size = backbone.dims.image_size
+        if train_dataset is None:
+            train_dataset = self._build_dataset(config.data.train_split, size=size, train=True)
         if eval_dataset is None and config.eval.every_epoch and config.data.eval_split:
-            eval_dataset = self._build_dataset(config.data.eval_split, train=False)
-        self.model = model if model is not None else self._build_model(train_dataset)
+            eval_dataset = self._build_dataset(config.data.eval_split, size=size, train=False)
+        self.model = model if model is not None else self._build_model(backbone, train_dataset)
         base = config.data.cache
         train_cache = train_cache or (Path(base) / config.data.train_split if base else None)
         eval_cache = eval_cache or (Path(base) / config.data.eval_split if base else None)
@@ -97,24 +100,30 @@ class Trainer:
                       "skipped": []}
 
     # ---- building ------------------------------------------------------------------------
-    def _build_dataset(self, split: str, train: bool = True):
+    def _build_dataset(self, split: str, *, size: int, train: bool):
         from ..data import build_dataset
 
         d = self.config.data
-        return build_dataset(d.dataset, d.root, split, num_frames=d.num_frames, sampler=d.sampler,
-                             train=train, **d.options)
+        # Frames are decoded straight to the backbone's input size unless the options say otherwise.
+        options = {"size": size, "seed": self.config.seed, **d.options}
+        return build_dataset(d.dataset, d.root, split, num_frames=d.num_frames, sampler=d.sampler, train=train,
+                             on_bad_video=self.config.on_bad_video, **options)
 
-    def _build_model(self, dataset):
-        from .. import load_backbone, wrap
+    def _build_backbone(self):
+        from .. import load_backbone
 
         m = self.config.model
-        backbone = load_backbone(m.backbone, pretrained=m.pretrained, precision=m.precision, device=self.device)
-        task = m.task
+        return load_backbone(m.backbone, pretrained=m.pretrained, precision=m.precision, device=self.device)
+
+    def _build_model(self, backbone, dataset):
+        from .. import wrap
+
+        task = self.config.model.task
         if (task == "open_qa" or (isinstance(task, dict) and task.get("type") == "open_qa")) and \
                 getattr(dataset, "answer_vocab", None):
             task = {**({"type": "open_qa"} if isinstance(task, str) else task),
                     "num_answers": len(dataset.answer_vocab)}
-        return wrap(backbone, m.adapters, task=task)
+        return wrap(backbone, self.config.model.adapters, task=task)
 
     def _with_cache(self, dataset, directory):
         if directory is None:
@@ -129,7 +138,8 @@ class Trainer:
         cache = FeatureCache(directory)
         cache.check(cache_fingerprint(self.model.backbone, sampler=self.config.data.sampler,
                                       num_frames=self.config.data.num_frames,
-                                      patch_tokens=cache.fingerprint.get("patch_tokens", True)))
+                                      patch_tokens=cache.fingerprint.get("patch_tokens", True),
+                                      dataset=dataset))
         self.cache_note = f"used ({Path(directory).parent})"
         return CachedDataset(dataset, cache)
 
