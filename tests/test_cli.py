@@ -23,3 +23,54 @@ def test_unknown_config_key_exits_before_any_work(tmp_path, capsys):
     assert "data.datset" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
     assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+
+
+def _msrvtt_fixture(root, num_videos=6):
+    """A tiny MSR-VTT layout with real H.264 files (one of them corrupt)."""
+    import json
+
+    from videos import write_corrupt, write_video
+
+    ids = [f"video{i}" for i in range(num_videos)]
+    for i, vid in enumerate(ids):
+        if i == 3:
+            write_corrupt(root / "videos" / f"{vid}.mp4")
+        else:
+            write_video(root / "videos" / f"{vid}.mp4", num_frames=6 + i, height=40, width=48)
+    sentences = [{"video_id": v, "caption": f"clip {i} shows colour {c}"}
+                 for i, v in enumerate(ids) for c in ("red", "blue")]
+    (root / "MSRVTT_data.json").write_text(json.dumps({"sentences": sentences}))
+    (root / "MSRVTT_train.9k.csv").write_text("video_id\n" + "\n".join(ids) + "\n")
+    rows = [f"ret{i},{v},{v},clip {i} shows colour red" for i, v in enumerate(ids)]
+    (root / "MSRVTT_JSFUSION_test.csv").write_text("key,vid_key,video_id,sentence\n" + "\n".join(rows) + "\n")
+
+
+def test_extract_train_resume_and_eval_end_to_end(tmp_path, capsys):
+    import json
+
+    pytest.importorskip("av")
+    root, cache, run = tmp_path / "msrvtt", tmp_path / "cache", tmp_path / "run"
+    _msrvtt_fixture(root)
+    for split in ("train", "test"):
+        assert main(["extract", "--dataset", "msrvtt", "--root", str(root), "--split", split, "--backbone", "tiny",
+                     "--num-frames", "4", "--batch-size", "4", "--out", str(cache / split), "--device", "cpu"]) == 0
+    index = json.loads((cache / "train" / "index.json").read_text())
+    assert index["complete"] and list(index["bad_videos"]) == ["video3"]
+    config = tmp_path / "cfg.yaml"
+    config.write_text(
+        f"run_dir: {run}\nepochs: 2\ndevice: cpu\nprogress: false\n"
+        f"data: {{dataset: msrvtt, root: {root}, num_frames: 4, batch_size: 4, num_workers: 0, cache: {cache}}}\n"
+        "model: {backbone: tiny, adapters: [{type: temporal_transformer, layers: 1, heads: 2}]}\n")
+    assert main(["train", "--config", str(config), "--max-steps", "2", "--lr", "1e-3"]) == 0
+    assert main(["train", "--config", str(config), "--lr", "1e-3", "--resume"]) == 0
+    report = json.loads((run / "report.json").read_text())
+    assert report["finished"] and report["step"] == 6 and report["feature_cache"].startswith("used")
+    assert {v["video_id"] for v in report["skipped_videos"]["videos"]} == {"video3"}
+    capsys.readouterr()
+    assert main(["eval", "--run", str(run), "--checkpoint", "last", "--device", "cpu",
+                 "--output", str(tmp_path / "m.json")]) == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert set(metrics) >= {"t2v_R@1", "t2v_MdR", "v2t_R@5", "v2t_MnR"}
+    # From raw videos instead of the cache: the same checkpoint gives metrics too.
+    assert main(["eval", "--adapters", str(run / "checkpoints" / "last"), "--dataset", "msrvtt", "--root", str(root),
+                 "--num-frames", "4", "--num-workers", "0", "--device", "cpu"]) == 0

@@ -97,6 +97,7 @@ def register(sub) -> None:
     ev.add_argument("--cache", help="feature cache directory (one subdir per split)")
     ev.add_argument("--num-frames", type=int)
     ev.add_argument("--batch-size", type=int, default=None)
+    ev.add_argument("--num-workers", type=int, default=None, help="DataLoader processes (default: the run's)")
     ev.add_argument("--rerank-k", type=int, help="cross adapters re-rank each text's top-k; <= 0 = all")
     ev.add_argument("--pretrained", help="backbone weights (default: the run's model.pretrained)")
     ev.add_argument("--device", default="auto")
@@ -193,7 +194,8 @@ def cmd_eval(args) -> int:
         else:
             dataset = CachedDataset(dataset, cache)
     rerank = args.rerank_k if args.rerank_k is not None else config.eval.rerank_k
-    metrics = evaluate(model, dataset, batch_size=args.batch_size or d.eval_batch_size, num_workers=d.num_workers,
+    workers = args.num_workers if args.num_workers is not None else d.num_workers
+    metrics = evaluate(model, dataset, batch_size=args.batch_size or d.eval_batch_size, num_workers=workers,
                        rerank_k=rerank, autocast=device.type == "cuda")
     text = json.dumps(metrics, indent=2)
     print(text)
