@@ -60,7 +60,7 @@ def segment_random(num_video_frames: int, num_frames: int, *, train: bool = Fals
     for k in range(num_frames):
         lo = (k * n) // num_frames
         hi = max(((k + 1) * n) // num_frames, lo + 1)  # exclusive
-        out.append(rng.randrange(lo, hi) if train else (lo + hi - 1) // 2)
+        out.append(rng.randrange(lo, hi) if train else lo + (hi - lo) // 2)
     return out
 
 
@@ -108,7 +108,7 @@ def sparse(num_video_frames: int, num_frames: int, *, train: bool = False, rng: 
     for k in range(count):
         lo = (k * n) // count
         hi = max(((k + 1) * n) // count, lo + 1)
-        centres.append(rng.randrange(lo, hi) if train else (lo + hi - 1) // 2)
+        centres.append(rng.randrange(lo, hi) if train else lo + (hi - lo) // 2)
     return _clip_frames(centres, clip_len, n)
 
 
