@@ -1,0 +1,164 @@
+"""Video loader speed: the data package's reader against plain decord seeking, on the same clips.
+
+PERFORMANCE.md target 6: the loader at least 2x faster than plain decord seeking. This script encodes
+fixture clips (H.264, 320x240, 10 s at 30 fps by default, like MSR-VTT's), then times three ways of
+getting T uniformly sampled frames at the backbone's size S x S (uint8):
+
+  decord get_batch   VideoReader at the stored size, vr.get_batch(indices), resize + centre crop on tensors
+  decord per-frame   the same, one vr[i] (a seek) per index
+  (decord get_batch without the resize is printed too, as a decode-only lower bound)
+  vl-adapters        VideoTextDataset.load_video: decode at the target size, sorted indices, one pass
+
+and prints clips/s for each and the ratios. Timing only; nothing is asserted.
+
+    python benchmarks/loader_speed.py --clips 8 --frames 12 --size 224 [--gop 250] [--reader auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
+def encode_clips(directory: Path, count: int, seconds: float, fps: int, width: int, height: int, gop: int
+                 ) -> list[Path]:
+    """Moving-gradient H.264 clips (real motion, so P-frames carry data)."""
+    import av
+
+    yy, xx = np.mgrid[0:height, 0:width]
+    paths = []
+    for c in range(count):
+        path = directory / f"clip{c}.mp4"
+        with av.open(str(path), mode="w") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"preset": "veryfast", "crf": "23", "g": str(gop)}
+            for i in range(int(seconds * fps)):
+                image = np.stack([(xx + 3 * i + 17 * c) % 256, (yy + 2 * i) % 256, (xx + yy + i) % 256], -1)
+                frame = av.VideoFrame.from_ndarray(image.astype(np.uint8), format="rgb24")
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        paths.append(path)
+    return paths
+
+
+def resize_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [T,H,W,3] -> uint8 [T,3,S,S]: shorter side to S (bilinear), centre crop."""
+    x = frames.permute(0, 3, 1, 2).float()
+    h, w = x.shape[-2:]
+    scale = size / min(h, w)
+    x = F.interpolate(x, size=(max(size, round(h * scale)), max(size, round(w * scale))), mode="bilinear",
+                      antialias=True, align_corners=False)
+    top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+    return x[..., top:top + size, left:left + size].round().clamp(0, 255).to(torch.uint8)
+
+
+def uniform(n: int, t: int) -> list[int]:
+    from vl_adapters.data.samplers import uniform as sampler
+
+    return sampler(n, t)
+
+
+def decord_get_batch(path: Path, t: int, size: int, threads: int) -> torch.Tensor:
+    import decord
+
+    vr = decord.VideoReader(str(path), num_threads=threads)
+    frames = torch.from_numpy(vr.get_batch(uniform(len(vr), t)).asnumpy())
+    return resize_crop(frames, size)
+
+
+def decord_get_batch_stored_size(path: Path, t: int, size: int, threads: int) -> torch.Tensor:
+    """Decode only, no resize: a lower bound on what the get_batch path costs."""
+    import decord
+
+    vr = decord.VideoReader(str(path), num_threads=threads)
+    return torch.from_numpy(vr.get_batch(uniform(len(vr), t)).asnumpy())
+
+
+def decord_per_frame(path: Path, t: int, size: int, threads: int) -> torch.Tensor:
+    import decord
+
+    vr = decord.VideoReader(str(path), num_threads=threads)
+    frames = torch.from_numpy(np.stack([vr[i].asnumpy() for i in uniform(len(vr), t)]))
+    return resize_crop(frames, size)
+
+
+def time_it(fn, paths, repeats: int) -> float:
+    fn(paths[0])  # warm-up (imports, codec init)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for p in paths:
+            fn(p)
+    return repeats * len(paths) / (time.perf_counter() - start)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--width", type=int, default=320)
+    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--gop", type=int, default=250, help="key-frame interval of the fixture clips (x264's default)")
+    parser.add_argument("--frames", type=int, default=12)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="decoder threads, the same for every method")
+    parser.add_argument("--reader", default="auto", choices=["auto", "decord", "pyav"])
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+
+    import vl_adapters.data.video as video
+    from vl_adapters.data.base import VideoTextDataset
+
+    video.DECODE_THREADS = args.threads
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = encode_clips(Path(tmp), args.clips, args.seconds, args.fps, args.width, args.height, args.gop)
+
+        class Clips(VideoTextDataset):
+            def __init__(self, **kw):
+                super().__init__(**kw)
+                self._set_annotations(video_ids=[p.stem for p in paths], video_files=paths,
+                                      samples=[{"video_index": i, "text": ""} for i in range(len(paths))])
+
+        ds = Clips(num_frames=args.frames, size=args.size, sampler="uniform", reader=args.reader)
+        by_path = {p: i for i, p in enumerate(paths)}
+        ours = ds.load_video(0)
+        # the same frames, up to resize filters: a sanity check, not a timing
+        ref = decord_get_batch(paths[0], args.frames, args.size, args.threads)
+        diff = (ours["frames"].float() - ref.float()).abs().mean().item()
+        results = {
+            "decord_get_batch_clips_per_s": time_it(lambda p: decord_get_batch(p, args.frames, args.size,
+                                                                                args.threads), paths, args.repeats),
+            "decord_per_frame_clips_per_s": time_it(lambda p: decord_per_frame(p, args.frames, args.size,
+                                                                                args.threads), paths, args.repeats),
+            "decord_get_batch_no_resize_clips_per_s": time_it(
+                lambda p: decord_get_batch_stored_size(p, args.frames, args.size, args.threads), paths, args.repeats),
+            "vl_adapters_clips_per_s": time_it(lambda p: ds.load_video(by_path[p]), paths, args.repeats),
+        }
+    results["speedup_vs_get_batch"] = results["vl_adapters_clips_per_s"] / results["decord_get_batch_clips_per_s"]
+    results["speedup_vs_per_frame"] = results["vl_adapters_clips_per_s"] / results["decord_per_frame_clips_per_s"]
+    results.update(reader=ours["reader"], mean_abs_pixel_difference=diff, clips=args.clips, frames=args.frames,
+                   size=args.size, source=f"{args.width}x{args.height} {args.seconds}s@{args.fps} gop {args.gop}",
+                   threads=args.threads)
+    for key, value in results.items():
+        print(f"{key:32s} {value:.3f}" if isinstance(value, float) else f"{key:32s} {value}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
