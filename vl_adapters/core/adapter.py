@@ -75,6 +75,11 @@ class Adapter(nn.Module):
     config_class: ClassVar[type[AdapterConfig]] = AdapterConfig
     stage: ClassVar[str] = "video"
     name: ClassVar[str] = ""
+    # Composition rules read these (see core/model.py `_ordered`):
+    # backbone families a "backbone" adapter can attach to (None: any), and whether the adapter sets the
+    # pooled video embedding (VideoFeatures.video_emb), which two adapters cannot both do.
+    families: ClassVar[tuple[str, ...] | None] = None
+    sets_video_emb: ClassVar[bool] = False
 
     def __init__(self, config: AdapterConfig, dims: BackboneDims) -> None:
         super().__init__()
@@ -90,17 +95,31 @@ class Adapter(nn.Module):
         features and start at zero (a zero-initialised weight) so identity at initialisation holds."""
         return None
 
+    def parts(self) -> list[Adapter]:
+        """The adapters the model actually runs for this one; a composite (tem_adapter) returns its parts,
+        each run at its own stage (vla.wrap expands them, and save_adapters records the parts)."""
+        return [self]
+
     def format_candidates(self, question: str, answers: list[str]) -> list[str] | None:
         """Multiple choice: the text to encode for each answer, or None for the task's default."""
         return None
 
-    # "backbone" adapters change the backbone's forward; they implement these two.
+    # "backbone" adapters change the backbone's forward; they implement attach/detach (and merge if they can).
     def attach(self, backbone) -> None:
+        """Change `backbone` in place (inject layers, register hooks) so its forward runs this adapter.
+        Called once by VideoLanguageModel.__init__, after the adapter is moved to the backbone's device.
+        The adapter's trainable tensors must be submodules of the adapter (so they are saved with it)."""
         if self.stage == "backbone":
             raise NotImplementedError(f"{type(self).__name__} is a backbone adapter and must implement attach()")
 
     def detach(self) -> None:
-        pass
+        """Undo attach: the backbone's forward is the original one again."""
+
+    def merge(self) -> bool:
+        """Fold this backbone adapter into the backbone's weights (called on a deep copy by
+        VideoLanguageModel.merge). Return True when folded, so the merged model can drop the adapter;
+        False (the default) keeps it running as a hook."""
+        return False
 
 
 _FORWARD_PARAMS = ["self", "video", "text", "ctx"]

@@ -31,7 +31,7 @@ class VideoLanguageModel(nn.Module):
     def __init__(self, backbone, adapters: Sequence[Adapter], task) -> None:
         super().__init__()
         self.backbone = backbone
-        self.adapters = nn.ModuleList(_ordered(adapters))
+        self.adapters = nn.ModuleList(_ordered(adapters, family=getattr(backbone, "family", None)))
         self.task = task
         if hasattr(task, "attach"):  # heads sized from the backbone (open_qa's classifier)
             task.attach(self)
@@ -186,6 +186,25 @@ class VideoLanguageModel(nn.Module):
         self.backbone.train(False)
         return self
 
+    def merge(self) -> VideoLanguageModel:
+        """A merged copy for inference: backbone adapters that can be folded into the weights (LoRA) are
+        folded into a deep copy of the backbone and dropped; the others (hooks such as st_adapter) keep
+        running. This model is left unchanged. Similarities match the unmerged model's within float
+        rounding (fp32: 1e-5; see docs/extending.md for bf16)."""
+        import copy
+
+        merged = copy.deepcopy(self)
+        kept = [a for a in merged.adapters if not (a.stage == "backbone" and a.merge())]
+        merged.adapters = nn.ModuleList(kept)
+        merged.backbone.needs_grad = any(p.requires_grad for a in merged.backbone_adapters for p in a.parameters())
+        return merged.eval()
+
+    def detach_backbone_adapters(self) -> None:
+        """Give the backbone its original forward back (its weights were never changed)."""
+        for adapter in self.backbone_adapters:
+            adapter.detach()
+        self.backbone.needs_grad = False
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
@@ -224,12 +243,39 @@ class VideoLanguageModel(nn.Module):
         save_json(directory / CONFIG_FILE, self.describe())
 
 
-def _ordered(adapters: Sequence[Adapter]) -> list[Adapter]:
-    """Stable sort into backbone -> video/text -> cross, refusing combinations that cannot run."""
+def _ordered(adapters: Sequence[Adapter], family: str | None = None) -> list[Adapter]:
+    """Stable sort into backbone -> video/text/dual -> cross, refusing combinations that cannot run.
+    Composite adapters are replaced by their parts first.
+
+    Within a stage the given order is kept (it is the order they run in). Refused, with the reason:
+    the same adapter twice (they would share a name in the saved file and in the loss names), a
+    "backbone" adapter that does not support the backbone's family (it would not find the layers it
+    changes), and two adapters that both set the pooled video embedding (the second would silently
+    overwrite the first's).
+    """
+    adapters = [part for adapter in adapters for part in adapter.parts()]
     names = [a.name for a in adapters]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise CompositionError(f"adapter(s) {duplicates} listed twice; each adapter may appear once")
+        raise CompositionError(
+            f"adapter(s) {duplicates} listed twice; each adapter may appear once (give one adapter the "
+            "settings you want instead of stacking two copies)"
+        )
+    for adapter in adapters:
+        if adapter.stage not in STAGE_ORDER:
+            raise CompositionError(f"adapter {adapter.name!r} has stage {adapter.stage!r}; known: {sorted(STAGE_ORDER)}")
+        families = getattr(adapter, "families", None)
+        if adapter.stage == "backbone" and family is not None and families is not None and family not in families:
+            raise CompositionError(
+                f"backbone adapter {adapter.name!r} supports backbone families {list(families)}, not {family!r}; "
+                "use a backbone of a supported family or drop the adapter"
+            )
+    pooled = [a.name for a in adapters if getattr(a, "sets_video_emb", False)]
+    if len(pooled) > 1:
+        raise CompositionError(
+            f"adapters {pooled} both set the pooled video embedding (video_emb); the later one would overwrite "
+            "the earlier one's, so keep only one of them"
+        )
     return sorted(adapters, key=lambda a: STAGE_ORDER[a.stage])
 
 
