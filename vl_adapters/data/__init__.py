@@ -37,8 +37,8 @@ def dataset_class(name: str) -> type[VideoTextDataset]:
     return getattr(importlib.import_module(module), cls)
 
 
-def build_dataset(name: str, root: str | Path, split: str, **kwargs) -> VideoTextDataset:
-    """The dataset `name` (see DATASETS) read from `root` for `split`; keyword arguments go to
+def build_dataset(name: str, root: str | Path, split: str = "test", **kwargs) -> VideoTextDataset:
+    """The dataset `name` (see DATASETS) read from `root` for `split` (default "test"); keyword arguments go to
     VideoTextDataset (num_frames, sampler, size, train, on_bad_video, ...) or the dataset's own options."""
     return dataset_class(name)(root, split, **kwargs)
 

@@ -113,6 +113,8 @@ class JSONLDataset(VideoTextDataset):
             sample = {"video_index": index[vid]}
             if task == "retrieval":
                 sample["text"] = row["text"].strip()
+                if "question_type" in row:  # optional: lets retrieval metrics be split by caption kind
+                    sample["question_type"] = row["question_type"]
             elif task == "multiple_choice":
                 sample.update(question=str(row["question"]), candidates=list(row["candidates"]),
                               answer=int(row["answer"]), question_type=row.get("question_type"))
