@@ -6,3 +6,9 @@ from . import (
     temporal_transformer,  # noqa: F401
     trajectory_word,  # noqa: F401
 )
+
+try:  # needs the "graph" extra (networkx, torch-geometric)
+    from . import finsta  # noqa: F401
+except ModuleNotFoundError as missing:
+    if missing.name not in ("networkx", "torch_geometric"):
+        raise

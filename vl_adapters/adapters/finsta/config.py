@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...core.config import AdapterConfig
+
+
+@dataclass
+class FinstaConfig(AdapterConfig):
+    """Finsta (Fei et al., TPAMI 2024): scene-graph spatio-temporal alignment, transferred into graph-free
+    students that refine a frozen dual encoder. See docs/finsta.md for what each choice is and why."""
+
+    dim: int = 256                      # width of the graph encoders and students
+    heads: int = 4
+    tsg_layers: int = 2                 # graph Transformer layers over the textual scene graph
+    dsg_layers: int = 1                 # recurrent graph Transformer blocks over the dynamic scene graph
+    slots: int = 6                      # K object slots per frame (DSG nodes)
+    slot_iters: int = 3                 # soft-clustering refinements
+    slot_temperature: float = 0.1       # softmax temperature of the slot assignment (cosine logits)
+    coord_weight: float = 4.0           # weight of squared grid distance in the slot assignment
+    match_distance_weight: float = 1.0  # temporal matching: cosine - weight * centroid distance
+    sigma: float = 0.15                 # Gaussian width of the STGD kernel, in grid units normalised to [0, 1]
+    hsg_threshold: float = 0.3          # cosine above which a text object and a slot get a cross-modal edge
+    interval: int = 3                   # frames per temporal interval contrasted with predicates (PTC)
+    word_buckets: int = 8192            # hashed word embeddings of scene-graph node words
+    parser: str = "auto"                # "auto" (spaCy if installed with an English model, else rule), "rule", "spacy"
+    temperature: float = 0.07           # initial temperature of both contrasts (learnable)
+    osc_weight: float = 1.0
+    ptc_weight: float = 1.0
+    distill_weight: float = 1.0
+    use_graphs_at_inference: bool = False
+    dropout: float = 0.0
