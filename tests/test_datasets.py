@@ -296,3 +296,14 @@ def test_batches_feed_the_task_heads(msrvtt, sutd, tiny_backbone):
     model = vla.wrap(tiny_backbone, ["temporal_transformer"], task="multiple_choice")
     out = model(mc.collate([mc[i] for i in range(3)]))
     assert torch.isfinite(out.loss)
+
+
+def test_eval_decodes_a_video_once_for_its_consecutive_captions(msrvtt, monkeypatch):
+    ds = build_dataset("msrvtt", msrvtt, "train", **KW)  # two captions per video, train=False
+    calls = []
+    original = ds.load_video
+    monkeypatch.setattr(ds, "load_video", lambda i, **kw: calls.append(i) or original(i, **kw))
+    items = [ds[i] for i in range(len(ds))]
+    assert calls == [0, 1, 2] and items[1]["frames"].equal(items[0]["frames"])
+    monkeypatch.undo()
+    assert ds._last is not None and pickle.loads(pickle.dumps(ds))._last is None

@@ -81,6 +81,7 @@ class VideoTextDataset(torch.utils.data.Dataset):
         self.samples: list[dict] = []
         self.answer_vocab: list[str] | None = None
         self._video_files: list[Path] = []
+        self._last: tuple[int, dict] | None = None  # eval only: consecutive captions of one video decode once
         # fail early on a bad sampler option rather than in a DataLoader worker
         sample_indices(self.sampler, max(self.num_frames, 1), self.num_frames, train=False,
                        rng=random.Random(0), **self.sampler_options)
@@ -135,15 +136,27 @@ class VideoTextDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
-        item = {**sample, "sample_index": index, "video_id": self.video_ids[sample["video_index"]]}
+        video_index = sample["video_index"]
+        item = {**sample, "sample_index": index, "video_id": self.video_ids[video_index]}
         try:
-            item.update(self.load_video(sample["video_index"]))
+            if not self.train and self._last is not None and self._last[0] == video_index:
+                loaded = self._last[1]  # deterministic sampling: the same clip as last time
+            else:
+                loaded = self.load_video(video_index)
+                if not self.train:
+                    self._last = (video_index, loaded)
+            item.update(loaded)
         except BadVideoError as error:
             if self.on_bad_video == "raise":
                 raise
             log.warning("skipping a bad video: %s", error)
             item.update(frames=None, frame_mask=None, bad_video=str(error))
         return item
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_last"] = None  # workers start without the main process's decoded clip
+        return state
 
     def collate(self, items: list[dict]) -> dict:
         from .collate import collate
