@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 _SUBCOMMANDS: list = []
 
 # Modules imported before the parser is built so that they can append to _SUBCOMMANDS.
-_SUBCOMMAND_MODULES = ["vl_adapters.train.cli"]
+_SUBCOMMAND_MODULES = ["vl_adapters.train.cli", "vl_adapters.bench.cli", "vl_adapters.adapters.tem_adapter.convert"]
 
 
 def _load_subcommand_modules() -> None:
