@@ -307,3 +307,14 @@ def test_eval_decodes_a_video_once_for_its_consecutive_captions(msrvtt, monkeypa
     assert calls == [0, 1, 2] and items[1]["frames"].equal(items[0]["frames"])
     monkeypatch.undo()
     assert ds._last is not None and pickle.loads(pickle.dumps(ds))._last is None
+
+
+def test_set_epoch_makes_training_frames_a_function_of_epoch_and_index(msrvtt):
+    def frames_of(epoch, order):
+        ds = build_dataset("msrvtt", msrvtt, "train", num_frames=3, size=16, sampler="segment_random", train=True)
+        ds.set_epoch(epoch)
+        return {i: tuple(frame_indices_of(ds[i]["frames"])) for i in order}
+
+    first = frames_of(0, [0, 2, 4])
+    assert frames_of(0, [4, 2, 0]) == first  # order (or worker) does not matter
+    assert any(frames_of(e, [0, 2, 4]) != first for e in (1, 2, 3))

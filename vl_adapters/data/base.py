@@ -49,8 +49,10 @@ class VideoTextDataset(torch.utils.data.Dataset):
     train: random sampling (for samplers that have randomness) when True, deterministic otherwise.
     on_bad_video: "skip" (the item carries "bad_video") or "raise" (BadVideoError).
     reader: "auto" (decord, PyAV when decord is missing or fails on a file), "decord" or "pyav".
-    seed: base seed of the training-time sampling RNG (mixed with the epoch-free sample index and a
-        per-call counter so that two epochs differ but a run is reproducible).
+    seed: base seed of the training-time sampling RNG. After `set_epoch(e)` a training item's frames
+        are a pure function of (seed, e, sample index), whatever worker decodes it, so a resumed run
+        draws the same frames; without set_epoch each draw takes a seed from torch's RNG (seeded per
+        DataLoader worker, and restored with the RNG states on resume when num_workers is 0).
     """
 
     task: str = "retrieval"
@@ -76,7 +78,7 @@ class VideoTextDataset(torch.utils.data.Dataset):
         self.on_bad_video = on_bad_video
         self.reader = reader
         self.seed = int(seed)
-        self._draws = 0  # per-process counter: training draws differ between epochs
+        self.epoch: int | None = None
         self.video_ids: list[str] = []
         self.samples: list[dict] = []
         self.answer_vocab: list[str] | None = None
@@ -119,8 +121,7 @@ class VideoTextDataset(torch.utils.data.Dataset):
         path = self.video_path(video_index)
         video_id = self.video_ids[video_index]
         if rng is None and self.train:
-            self._draws += 1
-            rng = random.Random(hash((self.seed, video_index, self._draws, torch.initial_seed())))
+            rng = random.Random(int(torch.randint(0, 2**62, (1,)).item()))
         try:
             clip = read_video(path, lambda n: self.frame_indices(n, rng), size=self.size, reader=self.reader)
         except VideoReadError as error:
@@ -142,7 +143,7 @@ class VideoTextDataset(torch.utils.data.Dataset):
             if not self.train and self._last is not None and self._last[0] == video_index:
                 loaded = self._last[1]  # deterministic sampling: the same clip as last time
             else:
-                loaded = self.load_video(video_index)
+                loaded = self.load_video(video_index, rng=self._item_rng(index))
                 if not self.train:
                     self._last = (video_index, loaded)
             item.update(loaded)
@@ -152,6 +153,15 @@ class VideoTextDataset(torch.utils.data.Dataset):
             log.warning("skipping a bad video: %s", error)
             item.update(frames=None, frame_mask=None, bad_video=str(error))
         return item
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make training-time sampling a pure function of (seed, epoch, sample index)."""
+        self.epoch = int(epoch)
+
+    def _item_rng(self, index: int) -> random.Random | None:
+        if not self.train or self.epoch is None:
+            return None
+        return random.Random(hash((self.seed, self.epoch, index)))
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
