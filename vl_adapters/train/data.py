@@ -69,12 +69,14 @@ class CachedDataset(torch.utils.data.Dataset):
 
 
 def make_loader(dataset, *, batch_size: int, shuffle: bool, seed: int, epoch: int, num_workers: int,
-                skip_batches: int = 0, drop_last: bool = False) -> DataLoader:
-    """A loader whose order depends only on (seed, epoch): a DistributedSampler (one replica without
-    a process group), the first `skip_batches` batches left out for an exact mid-epoch resume, and a
-    private generator so that creating the loader never touches the global RNG."""
-    sampler = DistributedSampler(dataset, num_replicas=distributed.world_size(), rank=distributed.rank(),
-                                 shuffle=shuffle, seed=seed, drop_last=drop_last)
+                skip_batches: int = 0, drop_last: bool = False, shard: bool = True) -> DataLoader:
+    """A loader whose order depends only on (seed, epoch): a DistributedSampler (this rank's shard, or
+    everything when `shard` is False or there is no process group), the first `skip_batches` batches
+    left out for an exact mid-epoch resume, and a private generator so that creating the loader never
+    touches the global RNG."""
+    replicas, rank = (distributed.world_size(), distributed.rank()) if shard else (1, 0)
+    sampler = DistributedSampler(dataset, num_replicas=replicas, rank=rank, shuffle=shuffle, seed=seed,
+                                 drop_last=drop_last)
     sampler.set_epoch(epoch)
     indices = list(sampler)[skip_batches * batch_size:]
     generator = torch.Generator().manual_seed(seed * 1000 + epoch)

@@ -34,7 +34,9 @@ def evaluate(model, dataset, *, batch_size: int = 64, num_workers: int = 0, rera
 def _evaluate(model, dataset, *, batch_size, num_workers, rerank_k, on_bad_video, skipped, progress, autocast):
     from tqdm.auto import tqdm
 
-    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, seed=0, epoch=0, num_workers=num_workers)
+    # Every rank evaluates the whole split (metrics need every pair); only rank 0 writes them.
+    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, seed=0, epoch=0, num_workers=num_workers,
+                         shard=False)
     cast = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
     task = model.task.name
     videos: dict[int, VideoFeatures] = {}
