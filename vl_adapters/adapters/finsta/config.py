@@ -17,7 +17,7 @@ class FinstaConfig(AdapterConfig):
     slots: int = 6                      # K object slots per frame (DSG nodes)
     slot_iters: int = 3                 # soft-clustering refinements
     slot_temperature: float = 0.1       # softmax temperature of the slot assignment (cosine logits)
-    coord_weight: float = 4.0           # weight of squared grid distance in the slot assignment
+    coord_weight: float = 0.5           # weight of squared grid distance (vs cosine) in the slot assignment
     match_distance_weight: float = 1.0  # temporal matching: cosine - weight * centroid distance
     sigma: float = 0.15                 # Gaussian width of the STGD kernel, in grid units normalised to [0, 1]
     hsg_threshold: float = 0.3          # cosine above which a text object and a slot get a cross-modal edge

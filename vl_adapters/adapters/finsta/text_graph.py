@@ -39,10 +39,11 @@ class ParsedCaption:
 _DETERMINERS = set("a an the this that these those some his her their its one two three four another each".split())
 _AUX = set("is are was were be been being am has have had does do did will can could would should may".split())
 _WH = set("what who whom where how why which when whose".split())
+_ORDER_WORDS = set("first second third next finally later afterwards meanwhile then also".split())
 _ADJECTIVES = set(
     """red blue green yellow orange purple pink black white gray grey brown golden silver dark light bright
     small big large tiny little huge tall short long young old new wooden metal plastic empty full open closed
-    shiny round square-shaped happy sad funny cute pretty beautiful""".split()
+    shiny round square-shaped happy sad funny cute pretty beautiful top bottom middle upper lower""".split()
 )
 _PREPOSITIONS = set(
     """on in at under over above below behind near beside down up into onto from to across along through with
@@ -126,7 +127,7 @@ def _add_object(parsed: ParsedCaption, np: tuple[str, list[str]]) -> int:
 
 def _parse_clause(words: list[str], time: int, parsed: ParsedCaption) -> None:
     i = 0
-    while i < len(words) and (words[i] in _WH or words[i] in _AUX):
+    while i < len(words) and (words[i] in _WH or words[i] in _AUX or words[i] in _ORDER_WORDS):
         i += 1
     np, i = _parse_np(words, i)
     if np is None:

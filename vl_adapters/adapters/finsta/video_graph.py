@@ -58,12 +58,12 @@ def grid_coordinates(grid: tuple[int, int], device=None) -> Tensor:
 
 
 def group_patches(tokens: Tensor, coords: Tensor, *, slots: int, iters: int = 3, temperature: float = 0.1,
-                  coord_weight: float = 4.0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                  coord_weight: float = 0.5) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """tokens [F,N,C], coords [N,2] -> assignment [F,N,K] (softmax over slots), slot mean token [F,K,C],
     centroid [F,K,2], mass [F,K]. Differentiable in the tokens (seeds are picked without gradient)."""
     frames, n, _ = tokens.shape
     k = min(slots, n)
-    unit = F.normalize(tokens - tokens.mean(1, keepdim=True), dim=-1)
+    unit = F.normalize(tokens, dim=-1)
     with torch.no_grad():  # farthest-point seeds: distinct feature clusters get their own slot
         first = (unit @ unit.mean(1, keepdim=True).transpose(1, 2)).squeeze(-1).argmin(1)
         seeds = [first]
@@ -152,7 +152,7 @@ def build_graph(x: Tensor, pos: Tensor, mass: Tensor, frame_mask: Tensor, *, dis
 
 
 def dsg_from_patches(patch_tokens: Tensor, grid: tuple[int, int], frame_mask: Tensor, *, slots: int, iters: int = 3,
-                     temperature: float = 0.1, coord_weight: float = 4.0, distance_weight: float = 1.0) -> DynamicSceneGraph:
+                     temperature: float = 0.1, coord_weight: float = 0.5, distance_weight: float = 1.0) -> DynamicSceneGraph:
     """patch_tokens [B,T,N,C] -> DSG with K = min(slots, N) slot nodes per frame."""
     if patch_tokens is None:
         raise FeatureShapeError("finsta: the DSG needs VideoFeatures.patch_tokens [B,T,N,C] (and grid)")
