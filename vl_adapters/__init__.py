@@ -18,6 +18,7 @@ from .core.config import AdapterConfig, ConfigError, TaskConfig  # noqa: E402
 from .core.features import FeatureShapeError, TextFeatures, VideoFeatures  # noqa: E402
 from .core.model import CompositionError, VideoLanguageModel, load_adapters, wrap  # noqa: E402
 from .core.registry import RegistryError  # noqa: E402
+from .data import samplers as _builtin_samplers  # noqa: E402,F401  (registers the frame samplers)
 
 __all__ = [
     "Adapter", "AdapterConfig", "AdapterContext", "AdapterOutput", "Backbone", "BackboneDims",
