@@ -105,8 +105,9 @@ def main() -> None:
         print(f"  {part.name}: {sum(p.numel() for p in part.parameters() if p.requires_grad):,} parameters")
     zero_shot = evaluate(trainer.model, trainer.eval_dataset)
     trained = trainer.fit()
-    print(f"zero-shot (identity at init): {json.dumps(zero_shot, default=float)}")
-    print(f"trained:                      {json.dumps(trained, default=float)}")
+    label = "untrained (official init)" if args.official else "zero-shot (identity at init)"
+    print(f"{label:29s} {json.dumps(zero_shot, default=float)}")
+    print(f"{'trained':29s} {json.dumps(trained, default=float)}")
     print(f"run directory: {config.run_dir}")
 
 
