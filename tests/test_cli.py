@@ -74,3 +74,20 @@ def test_extract_train_resume_and_eval_end_to_end(tmp_path, capsys):
     # From raw videos instead of the cache: the same checkpoint gives metrics too.
     assert main(["eval", "--adapters", str(run / "checkpoints" / "last"), "--dataset", "msrvtt", "--root", str(root),
                  "--num-frames", "4", "--num-workers", "0", "--device", "cpu"]) == 0
+
+
+def test_stale_cache_stops_train_with_a_clear_message(tmp_path, capsys):
+    import json
+
+    pytest.importorskip("av")
+    root, cache = tmp_path / "msrvtt", tmp_path / "cache"
+    _msrvtt_fixture(root, num_videos=3)
+    assert main(["extract", "--dataset", "msrvtt", "--root", str(root), "--backbone", "tiny", "--num-frames", "4",
+                 "--out", str(cache / "train"), "--device", "cpu"]) == 0
+    assert json.loads((cache / "train" / "index.json").read_text())["complete"]
+    code = main(["train", "--dataset", "msrvtt", "--root", str(root), "--cache", str(cache), "--num-frames", "6",
+                 "--backbone", "tiny", "--adapters", "temporal_transformer", "--device", "cpu", "--num-workers", "0",
+                 "--set", "eval.every_epoch=false", "--run-dir", str(tmp_path / "run")])
+    assert code == 2
+    assert "num_frames: cache has 4, run expects 6" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints").exists()

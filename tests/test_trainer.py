@@ -140,3 +140,14 @@ def test_qa_tasks_train_and_report_accuracy_per_type(tiny_backbone, tmp_path, ta
     assert 0.0 <= metrics["accuracy"] <= 100.0
     best = json.loads((tmp_path / task / "report.json").read_text())["best"]
     assert best["metric"] == "accuracy"
+
+
+@pytest.mark.gpu
+def test_trainer_on_cuda_with_bf16_backbone(tmp_path):
+    backbone = vla.load_backbone("tiny", device="cuda", precision="bf16")
+    config = _config(tmp_path / "gpu", epochs=1, device="cuda")
+    model = vla.wrap(backbone, config.model.adapters, task="retrieval")
+    metrics = Trainer(config, model=model, train_dataset=ToyRetrievalDataset(8),
+                      eval_dataset=ToyRetrievalDataset(4, seed=1)).fit()
+    assert "t2v_R@1" in metrics
+    assert all(p.dtype == torch.float32 for p in model.trainable_parameters())

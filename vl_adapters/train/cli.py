@@ -153,7 +153,14 @@ def cmd_train(args) -> int:
     except (ConfigError, FileNotFoundError) as error:
         print(f"vl-adapters train: {error}", file=sys.stderr)
         return 2
-    trainer = train(config, resume=args.resume)
+    from ..core.model import CacheRefusedError
+    from ..data.cache import StaleCacheError
+
+    try:
+        trainer = train(config, resume=args.resume)
+    except (CacheRefusedError, StaleCacheError) as error:  # said before any training step
+        print(f"vl-adapters train: {error}", file=sys.stderr)
+        return 2
     print(json.dumps({"run_dir": str(trainer.run_dir), "step": trainer.state["step"],
                       "best": {trainer.state["best_metric"]: trainer.state["best_value"]}}))
     return 0
