@@ -2,6 +2,8 @@
 
 from . import (
     fine_grained_alignment,  # noqa: F401
+    lora,  # noqa: F401
+    st_adapter,  # noqa: F401
     tem_adapter,  # noqa: F401
     temporal_transformer,  # noqa: F401
     trajectory_word,  # noqa: F401

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,16 @@ from ..core.adapter import BackboneDims
 from ..core.features import FeatureShapeError, TextFeatures, VideoFeatures
 
 PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class VideoLayout:
+    """Set on the backbone while encode_video runs the vision tower on one group of whole videos:
+    the images it receives are the real frames (frame_mask True) of these videos, in (video, time)
+    order. Adapters inside the tower that mix frames over time (st_adapter) read it through
+    `Backbone.video_layout`; it is None when images are encoded on their own."""
+
+    frame_mask: Tensor  # [b, T] bool
 
 
 class Backbone(nn.Module):
@@ -55,6 +66,7 @@ class Backbone(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(std).view(3, 1, 1), persistent=False)
         self.logit_scale = float(logit_scale)
         self.needs_grad = False  # set by backbone-stage adapters
+        self.video_layout: VideoLayout | None = None  # set by encode_video around each group of videos
         self.model.requires_grad_(False)
         self.model.to(device=device, dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
         self.pixel_mean, self.pixel_std = self.pixel_mean.to(device), self.pixel_std.to(device)
@@ -136,7 +148,7 @@ class Backbone(nn.Module):
             raise FeatureShapeError(f"encode_video: frame_mask: expected shape [{b}, {t}], got {list(frame_mask.shape)}")
         frame_mask = frame_mask.to(self.device, torch.bool)
         real = rearrange(frames, "b t c h w -> (b t) c h w")[frame_mask.flatten().to(frames.device)]
-        emb, patches = self.encode_images(real)
+        emb, patches = self._encode_videos_grouped(real, frame_mask)
         gh, gw = self.dims.grid
         frame_emb = emb.new_zeros(b * t, emb.shape[-1])
         patch_tokens = patches.new_zeros(b * t, *patches.shape[1:])
@@ -150,11 +162,37 @@ class Backbone(nn.Module):
             grid=(gh, gw),
         )
 
+    def _encode_videos_grouped(self, real: Tensor, frame_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Encode the real frames in chunks of whole videos (at most chunk_size frames, or one video),
+        with `video_layout` set, so adapters inside the tower see every frame of a video together."""
+        counts = frame_mask.sum(1).tolist()
+        groups, start, size = [], 0, 0
+        for index, count in enumerate(counts):  # a loop over videos, to cut chunks at video boundaries
+            if size and size + count > self.chunk_size:
+                groups.append((start, index))
+                start, size = index, 0
+            size += count
+        groups.append((start, len(counts)))
+        embs, patches, offset = [], [], 0
+        for first, last in groups:
+            n = sum(counts[first:last])
+            self.video_layout = VideoLayout(frame_mask=frame_mask[first:last])
+            try:
+                emb, tokens = self.encode_images(real[offset : offset + n])
+            finally:
+                self.video_layout = None
+            embs.append(emb)
+            patches.append(tokens)
+            offset += n
+        return torch.cat(embs), torch.cat(patches)
+
     def encode_images(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """images [N,3,S,S] -> (embedding [N,D], patch tokens [N,N_patch,C]) in fp32, chunked."""
+        """images [N,3,S,S] -> (embedding [N,D], patch tokens [N,N_patch,C]) in fp32, chunked
+        (in one piece while encode_video has set `video_layout`: it already chunks by whole videos)."""
         embs, patches = [], []
+        chunk_size = self.chunk_size if self.video_layout is None else max(len(images), 1)
         with self._context():
-            for chunk in images.split(self.chunk_size):
+            for chunk in images.split(chunk_size):
                 emb, tokens = self._encode_images(chunk.to(self.device))
                 embs.append(emb.float())
                 patches.append(tokens.float())
