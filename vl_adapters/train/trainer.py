@@ -192,7 +192,7 @@ class Trainer:
                 bar.update(1)
                 self._note_skipped(batch, "train")
                 last_of_epoch = self.state["batch_in_epoch"] == self.batches
-                if batch_size_of(batch) > 0:
+                if self._every_rank_has_data(batch):
                     sync = pending + 1 == accumulation or last_of_epoch
                     context = self.ddp.no_sync() if (self.ddp is not None and not sync) else _null()
                     with context:
@@ -221,6 +221,16 @@ class Trainer:
             self._save("last")
         self._write_report(metrics, stopped)
         return metrics
+
+    def _every_rank_has_data(self, batch) -> bool:
+        """False when this batch (or, under DDP, any rank's batch) lost every video: all ranks skip it
+        together, since DDP's gradient all-reduce needs every rank to run backward."""
+        has = batch_size_of(batch) > 0
+        if self.ddp is None:
+            return has
+        flag = torch.tensor([int(has)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
 
     def _optimizer_step(self) -> None:
         if self.config.optim.grad_clip > 0:
