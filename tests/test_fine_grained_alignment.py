@@ -111,49 +111,53 @@ def test_bad_inputs_are_named():
         adapter(temperature=0.0)
 
 
-def _ddp_worker(rank, world, port, splits, results):
+SPLITS = ((2, 2), (3, 1))  # texts/videos per rank: equal shards, then unequal ones
+
+
+def _ddp_worker(rank, world, port, results):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        module = adapter()
-        text, video = features(b=4)
-        length = 6 if rank == 0 else 4  # ranks with texts of different lengths
-        start = sum(splits[:rank])
-        rows = torch.arange(start, start + splits[rank])
-        text_part = text.index(rows)
-        text_part = text_part.replace(token_states=text_part.token_states[:, :length],
-                                      token_mask=text_part.token_mask[:, :length])
-        loss = module.contrastive_loss(text_part, video.index(rows), torch.arange(len(rows)))
-        loss.backward()
-        results[rank] = (loss.item(), module.word_proj.weight.grad.clone())
+        for case, splits in enumerate(SPLITS):
+            module = adapter()
+            text, video = features(b=4)
+            length = 6 if rank == 0 else 4  # ranks with texts of different lengths
+            start = sum(splits[:rank])
+            rows = torch.arange(start, start + splits[rank])
+            text_part = text.index(rows)
+            text_part = text_part.replace(token_states=text_part.token_states[:, :length],
+                                          token_mask=text_part.token_mask[:, :length])
+            loss = module.contrastive_loss(text_part, video.index(rows), torch.arange(len(rows)))
+            loss.backward()
+            results[case, rank] = (loss.item(), module.word_proj.weight.grad.clone())
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("splits", [(2, 2), (3, 1)])
-def test_negatives_are_gathered_across_ranks(splits):
-    text, video = features(b=4)
-    # the single-process reference sees the same texts (rank 1's cut to 4 tokens: positions 4-5 dropped)
-    mask = text.token_mask.clone()
-    mask[splits[0]:, 4:] = False
-    text = text.replace(token_mask=mask)
-    module = adapter()
-    full = module.contrastive_loss(text, video, torch.arange(4))
-    full.backward()
-    with torch.no_grad():
-        logits = module.log_inv_temperature.exp() * module.fine_similarity(
-            *module.project_words(text), *module.project_patches(video))
+def test_negatives_are_gathered_across_ranks():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     results = mp.Manager().dict()
-    mp.spawn(_ddp_worker, args=(2, port, splits, results), nprocs=2, join=True)
-    # each rank: its own texts against every video and its own videos against every text
-    for rank, rows in enumerate(torch.arange(4).split(list(splits))):
-        expected = 0.5 * (F.cross_entropy(logits[rows], rows) + F.cross_entropy(logits.T[rows], rows))
-        assert abs(results[rank][0] - expected.item()) < 1e-5
-    if splits[0] == splits[1]:
-        # equal shards: the mean of the rank losses and gradients (what DDP averages) is the full batch's
-        assert abs((results[0][0] + results[1][0]) / 2 - full.item()) < 1e-5
-        torch.testing.assert_close((results[0][1] + results[1][1]) / 2, module.word_proj.weight.grad,
-                                   rtol=1e-4, atol=1e-6)
+    mp.spawn(_ddp_worker, args=(2, port, results), nprocs=2, join=True)
+    for case, splits in enumerate(SPLITS):
+        text, video = features(b=4)
+        # the single-process reference sees the same texts (rank 1's cut to 4 tokens: positions 4-5 dropped)
+        mask = text.token_mask.clone()
+        mask[splits[0]:, 4:] = False
+        text = text.replace(token_mask=mask)
+        module = adapter()
+        full = module.contrastive_loss(text, video, torch.arange(4))
+        full.backward()
+        with torch.no_grad():
+            logits = module.log_inv_temperature.exp() * module.fine_similarity(
+                *module.project_words(text), *module.project_patches(video))
+        # each rank: its own texts against every video and its own videos against every text
+        for rank, rows in enumerate(torch.arange(4).split(list(splits))):
+            expected = 0.5 * (F.cross_entropy(logits[rows], rows) + F.cross_entropy(logits.T[rows], rows))
+            assert abs(results[case, rank][0] - expected.item()) < 1e-5
+        if splits[0] == splits[1]:
+            # equal shards: the mean of the rank losses and gradients (what DDP averages) is the full batch's
+            assert abs((results[case, 0][0] + results[case, 1][0]) / 2 - full.item()) < 1e-5
+            torch.testing.assert_close((results[case, 0][1] + results[case, 1][1]) / 2,
+                                       module.word_proj.weight.grad, rtol=1e-4, atol=1e-6)
