@@ -139,9 +139,12 @@ def register_adapter(name: str):
                 f"{where}.config_class must be a @dataclass subclass of vl_adapters.AdapterConfig "
                 "(an empty one is fine: `@dataclass class MyConfig(AdapterConfig): pass`)"
             )
-        if name in ADAPTERS and ADAPTERS.get(name) is not cls:
+        # Only what is registered so far: looking plugins up here would import them while vl_adapters
+        # itself is still being imported (a plugin imports vl_adapters), a circular import.
+        taken = ADAPTERS.registered(name)
+        if taken is not None and taken is not cls:
             raise RegistryError(
-                f"adapter name {name!r} is already taken by {ADAPTERS.get(name).__module__}; "
+                f"adapter name {name!r} is already taken by {taken.__module__}; "
                 f"register {where} under another name"
             )
         params = list(inspect.signature(cls.forward).parameters)

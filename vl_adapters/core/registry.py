@@ -44,6 +44,10 @@ class Registry(Generic[T]):
 
         return add if obj is None else add(obj)
 
+    def registered(self, name: str) -> T | None:
+        """What is registered under `name` so far, without loading plugins (None if nothing)."""
+        return self._items.get(name)
+
     def unregister(self, name: str) -> None:
         self._items.pop(name, None)
 

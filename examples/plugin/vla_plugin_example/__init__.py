@@ -1,0 +1,1 @@
+"""An example vl-adapters plugin package (see docs/extending.md)."""
