@@ -22,6 +22,7 @@ class TemTemporalAligner(_Templated, Adapter):
 
     config_class = TemTemporalAlignerConfig
     stage = "video"
+    sets_video_emb = True  # its pooled vector is the video embedding; wrap refuses a second pooler
 
     def __init__(self, config: TemTemporalAlignerConfig, dims) -> None:
         super().__init__(config, dims)
