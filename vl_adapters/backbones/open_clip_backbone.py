@@ -96,15 +96,16 @@ def load_tiny(name: str = "tiny-clip", *, pretrained: str | None = None, **kwarg
     cfg = json.loads(path.read_text())
     torch.manual_seed(cfg.get("seed", 0))  # random weights are reproducible without a checkpoint
     model = CLIP(
-        embed_dim=cfg["embed_dim"],
+        embed_dim=cfg["embed_dim"],  # extra config keys ("weights", "seed") are not CLIP's
         vision_cfg=CLIPVisionCfg(**cfg["vision_cfg"]),
         text_cfg=CLIPTextCfg(**cfg["text_cfg"]),
     )
-    if pretrained is not None:
-        from safetensors.torch import load_file
+    # A config may name shipped weights (backbones/weights/, e.g. tiny:synthetic, made by
+    # `vl-adapters pretrain-backbone`); pretrained="" asks for the seeded initialisation instead.
+    from .pretrain import load_weights, shipped_weights
 
-        if not Path(pretrained).exists():
-            raise FileNotFoundError(f"tiny:{name}: pretrained checkpoint {pretrained!r} does not exist")
-        model.load_state_dict(load_file(pretrained), strict=True)
+    weights = shipped_weights(cfg) if pretrained is None else (pretrained or None)
+    if weights is not None:
+        load_weights(model, weights, spec=f"tiny:{name}")
     tokenizer = SimpleTokenizer(context_length=cfg["text_cfg"]["context_length"])
     return OpenClipBackbone(spec=f"tiny:{name}", model=model, tokenizer=tokenizer, **kwargs)
