@@ -64,3 +64,16 @@ def test_bench_runs_end_to_end_on_a_miniature_grid(tmp_path, capsys):
     assert rows["temporal_transformer"]["train_seconds"] > 0
     assert (out / "results.csv").read_text().startswith("model,seed,")
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_perf_suite_writes_a_table_and_json(tmp_path):
+    from vl_adapters.bench.perf import run_perf
+
+    result = run_perf(tmp_path, adapters=["temporal_transformer"], tiny=True, log=lambda *_: None)
+    assert result["backbone_clips_per_s"] > 0
+    names = [r["name"] for r in result["rows"]]
+    assert names == ["mean + temperature", "temporal_transformer"]
+    for row in result["rows"]:
+        assert row["cached_step_ms"] > 0 and row["uncached_step_ms"] > 0 and row["cached_peak_mem_mb"] > 0
+    assert json.loads((tmp_path / "perf.json").read_text())["rows"] == result["rows"]
+    assert "| temporal_transformer |" in (tmp_path / "perf.md").read_text()
