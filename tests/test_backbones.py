@@ -1,7 +1,5 @@
 """Backbones give the contract's features, stay frozen, and match their library's own encoders."""
 
-import json
-import string
 
 import pytest
 import torch
@@ -101,35 +99,6 @@ def test_open_clip_parity_from_local_file(vit_b32_file):
     expected = meanp_cosine(image_emb, text_emb, b, t)
     assert (ours - expected).abs().max() <= 1e-4
     assert backbone.dims.embed_dim == 512 and backbone.dims.grid == (7, 7) and backbone.dims.vision_width == 768
-
-
-@pytest.fixture(scope="module")
-def hf_clip_dir(tmp_path_factory):
-    """A small transformers CLIPModel and a character-level CLIP tokenizer saved to a local directory."""
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
-
-    root = tmp_path_factory.mktemp("hfclip")
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for suffix in ("", "</w>"):
-        for c in string.ascii_lowercase:
-            vocab[c + suffix] = len(vocab)
-    (root / "vocab.json").write_text(json.dumps(vocab))
-    (root / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(vocab_file=str(root / "vocab.json"), merges_file=str(root / "merges.txt"),
-                              unk_token="<|endoftext|>", pad_token="<|endoftext|>")
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=16, eos_token_id=1, bos_token_id=0,
-                         pad_token_id=1),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=24,
-    )
-    torch.manual_seed(0)
-    model = CLIPModel(config).eval()
-    model.save_pretrained(root / "model")
-    tokenizer.save_pretrained(root / "model")
-    return model, tokenizer, root / "model"
 
 
 def test_hf_parity_from_local_dir(hf_clip_dir):
