@@ -161,6 +161,14 @@ class VideoLanguageModel(nn.Module):
         """
         video = self.encode_video(videos, frame_mask)
         text = self.encode_text(texts)
+        return self.score_features(text, video, rerank_k=rerank_k, pair_chunk_size=pair_chunk_size)
+
+    @torch.no_grad()
+    def score_features(self, text: TextFeatures, video: VideoFeatures, *, rerank_k: int | None = None,
+                       pair_chunk_size: int = 1024) -> Tensor:
+        """similarity() for features already through the encoders (and their adapters)."""
+        device = self.backbone.device
+        text, video = text.to(device), video.to(device)
         sims = self.dual_similarity(text, video)
         if not self.cross_adapters:
             return sims

@@ -78,7 +78,7 @@ def _evaluate(model, dataset, *, batch_size, num_workers, rerank_k, on_bad_video
         text_all = concat_text_features(texts)
         with cast:
             if model.uses_backbone_adapters:
-                sims = _rerank(model, text_all, video_all, rerank_k)
+                sims = model.score_features(text_all, video_all, rerank_k=rerank_k)
             else:
                 sims = model.similarity(text_all, video_all, rerank_k=rerank_k)
         return retrieval_metrics(sims.float(), torch.tensor([column[o] for o in owners]))
@@ -87,22 +87,3 @@ def _evaluate(model, dataset, *, batch_size, num_workers, rerank_k, on_bad_video
     typed = [k for k in kinds if k]
     return accuracy_metrics(torch.cat(predicted), torch.cat(answers),
                             kinds if len(typed) == len(kinds) else None)
-
-
-def _rerank(model, text: TextFeatures, video: VideoFeatures, rerank_k: int | None) -> torch.Tensor:
-    """model.similarity's scoring for features that are already adapted (backbone adapters active)."""
-    from ..core.pooling import topk_rerank_pairs
-
-    device = model.backbone.device
-    text, video = text.to(device), video.to(device)
-    sims = model.dual_similarity(text, video)
-    if not model.cross_adapters:
-        return sims
-    k = rerank_k if rerank_k is not None else getattr(model.task.config, "rerank_k", 50)
-    k = sims.shape[1] if k is None or k <= 0 else k
-    rows, cols = topk_rerank_pairs(sims, k)
-    scores = torch.cat([model.score_pairs(text.index(r), video.index(c))
-                        for r, c in zip(rows.split(1024), cols.split(1024), strict=True)])
-    out = sims - sims.max() + scores.min() - 1.0
-    out[rows, cols] = scores.to(out.dtype)
-    return out
