@@ -94,3 +94,42 @@ def test_multiple_choice_with_variable_candidates(tiny_backbone, frames):
     bad["candidate_mask"][0] = False
     with pytest.raises(ValueError, match="no candidate for rows \\[0\\]"):
         model(bad)
+
+
+def test_frozen_text_encodes_each_string_once_and_trims_tokens(tiny_backbone):
+    model = vla.wrap(tiny_backbone, [])
+    reference = tiny_backbone.encode_text(["a red circle", "a blue square moves left"])
+    first = model.frozen_text(["a red circle", "a blue square moves left", "a red circle"])
+    assert torch.allclose(first.text_emb[0], reference.text_emb[0])
+    assert torch.allclose(first.text_emb[2], reference.text_emb[0])
+    assert torch.allclose(first.text_emb[1], reference.text_emb[1])
+    # trimmed to the longest real length of the batch, not the context length
+    longest = int(reference.token_mask.sum(1).max())
+    assert first.token_states.shape[1] == longest < reference.token_states.shape[1]
+    assert torch.equal(first.token_mask.sum(1), reference.token_mask.sum(1)[[0, 1, 0]])
+    # a second call never runs the text tower for strings already seen
+    calls = []
+    original = tiny_backbone.encode_text
+    tiny_backbone.encode_text = lambda texts, *a, **k: calls.append(list(texts)) or original(texts, *a, **k)
+    try:
+        again = model.frozen_text(["a blue square moves left", "a green triangle"])
+    finally:
+        del tiny_backbone.encode_text
+    assert calls == [["a green triangle"]]
+    assert torch.allclose(again.text_emb[0], reference.text_emb[1])
+
+
+def test_adapters_receive_the_frozen_text_encoder(tiny_backbone, frames, texts):
+    seen = {}
+
+    class Probe(vla.Adapter):
+        stage = "video"
+
+        def forward(self, video, text, ctx):
+            seen["phrases"] = ctx.encode_text(["first phrase", "second phrase"])
+            return vla.AdapterOutput(video=video, text=text)
+
+    model = vla.VideoLanguageModel(tiny_backbone, [Probe(vla.AdapterConfig(), tiny_backbone.dims)],
+                                   vla.wrap(tiny_backbone, []).task)
+    model.encode_video(*frames)
+    assert seen["phrases"].text_emb.shape == (2, tiny_backbone.dims.embed_dim)

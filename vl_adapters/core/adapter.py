@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -38,12 +39,16 @@ class AdapterContext:
     guidance       TextFeatures [B]: the text describing each video (training only); language-guided
                    adapters (Tem-Adapter) read it, nothing at inference may depend on it.
     task           the task head's name.
+    encode_text    the frozen text tower as a function of strings -> TextFeatures (no gradient,
+                   memoised by the model), for adapters that must encode texts of their own making
+                   (phrases of a caption, scene-graph node words); None outside a wrapped model.
     """
 
     task: str = "retrieval"
     text_to_video: Tensor | None = None
     guidance: TextFeatures | None = None
     extras: dict = field(default_factory=dict)
+    encode_text: Callable[[Sequence[str]], TextFeatures] | None = None
 
 
 @dataclass

@@ -9,12 +9,13 @@ import torch
 from torch import Tensor, nn
 
 from .adapter import Adapter, AdapterConfig, AdapterContext, build_adapter
-from .features import TextFeatures, VideoFeatures
+from .features import TextFeatures, VideoFeatures, concat_text_features
 from .io import load_json, load_tensors, save_json, save_tensors
 from .pooling import cosine_matrix, pair_cosine, topk_rerank_pairs
 
 STAGE_ORDER = {"backbone": 0, "video": 1, "text": 1, "dual": 1, "cross": 2}
 ADAPTERS_FILE, CONFIG_FILE = "adapters.safetensors", "adapters.json"
+FROZEN_TEXT_MEMO_SIZE = 200_000  # distinct strings kept by VideoLanguageModel.frozen_text
 
 
 class CompositionError(ValueError):
@@ -41,6 +42,7 @@ class VideoLanguageModel(nn.Module):
         for adapter in self.backbone_adapters:
             adapter.attach(backbone)
         backbone.needs_grad = any(p.requires_grad for a in self.backbone_adapters for p in a.parameters())
+        self._frozen_text_memo: dict[str, TextFeatures] = {}
 
     # ---- the stages ---------------------------------------------------------------------
     def _stage(self, *names: str) -> list[Adapter]:
@@ -59,7 +61,32 @@ class VideoLanguageModel(nn.Module):
         return bool(self.backbone_adapters)
 
     def _context(self, **kwargs) -> AdapterContext:
-        return AdapterContext(task=self.task.name, **kwargs)
+        return AdapterContext(task=self.task.name, encode_text=self.frozen_text, **kwargs)
+
+    @torch.no_grad()
+    def frozen_text(self, texts: Sequence[str]) -> TextFeatures:
+        """The backbone's own features of `texts` (before any adapter), each distinct string encoded once
+        per model: the text tower is frozen, so a string's features never change. Token axes are trimmed
+        to each text's real length and padded to the longest of the batch. Backbone adapters (LoRA on the
+        text tower) change the tower, so they turn the memo off."""
+        texts = list(texts)
+        if self.uses_backbone_adapters:
+            return self.backbone.encode_text(texts).float()
+        memo = self._frozen_text_memo
+        missing = list(dict.fromkeys(t for t in texts if t not in memo))
+        if missing:
+            if len(memo) + len(missing) > FROZEN_TEXT_MEMO_SIZE:
+                memo.clear()
+            encoded = self.backbone.encode_text(missing).float()
+            # real length = one past the last real token (at least 1, so an empty string keeps a slot)
+            positions = torch.arange(1, encoded.token_mask.shape[1] + 1, device=encoded.token_mask.device)
+            lengths = (encoded.token_mask * positions).amax(1).clamp_min(1).tolist()
+            for i, (text, length) in enumerate(zip(missing, lengths, strict=True)):
+                one = encoded.index(torch.tensor([i]))
+                memo[text] = one.replace(token_states=one.token_states[:, :length].clone(),
+                                         token_mask=one.token_mask[:, :length].clone(),
+                                         input_ids=one.input_ids[:, :length].clone(), texts=[text])
+        return concat_text_features([memo[t] for t in texts])
 
     def format_candidates(self, question: str, answers: list[str]) -> list[str] | None:
         for adapter in self.adapters:
