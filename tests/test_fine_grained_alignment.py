@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import vl_adapters as vla
 from vl_adapters.core.adapter import AdapterContext
-from vl_adapters.core.pooling import cosine_matrix
+from vl_adapters.core.pooling import cosine_matrix, pair_cosine
 
 DIMS = vla.BackboneDims(embed_dim=12, vision_width=10, text_width=8, grid=(2, 2), context_length=16, image_size=32)
 
@@ -161,3 +161,152 @@ def test_negatives_are_gathered_across_ranks():
             assert abs((results[case, 0][0] + results[case, 1][0]) / 2 - full.item()) < 1e-5
             torch.testing.assert_close((results[case, 0][1] + results[case, 1][1]) / 2,
                                        module.word_proj.weight.grad, rtol=1e-4, atol=1e-6)
+
+
+# ---- multiple choice and align-before-fuse with trajectory_word ------------------------------------
+
+def test_pair_similarity_is_the_diagonal_of_the_matrix():
+    text, video = features()
+    for module in (adapter(chunk_elements=7), _bound_to_trajectory_word(chunk_elements=7)[0]):
+        with torch.no_grad():
+            module.similarity_weight.fill_(0.5)
+        matrix = module.extra_similarity(text, video)
+        torch.testing.assert_close(module.extra_pair_similarity(text, video), matrix.diagonal(), rtol=1e-5, atol=1e-6)
+
+
+def _bound_to_trajectory_word(**config):
+    fine = adapter(**config)
+    fusion = vla.build_adapter({"type": "trajectory_word", "width": 8, "heads": 2}, DIMS)
+    fine.bind([fine, fusion])
+    return fine, fusion
+
+
+def _mc_batch(frames, answer=True):
+    video_frames, mask = frames
+    batch = {"video": video_frames, "frame_mask": mask, "question": ["what happens", "which shape", "what colour"],
+             "candidates": [["a red circle moves left", "a blue square appears", "nothing"],
+                            ["a blue square appears", "the green triangle turns yellow", "a red circle moves left"],
+                            ["the green triangle turns yellow", "a red circle moves left", "nothing"]],
+             "candidate_mask": torch.ones(3, 3, dtype=torch.bool)}
+    if answer:
+        batch["answer"] = torch.tensor([0, 0, 0])
+    return batch
+
+
+def _train(model, batch, steps, lr=1e-2):
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        out = model(batch)
+        out.loss.backward()
+        optimizer.step()
+    return out
+
+
+def test_fine_grained_term_changes_multiple_choice_scores_once_trained(tiny_backbone, frames):
+    torch.manual_seed(0)
+    model = vla.wrap(tiny_backbone, ["fine_grained_alignment"], task="multiple_choice")
+    fine = model.adapters[0]
+    batch, unlabelled = _mc_batch(frames), _mc_batch(frames, answer=False)
+    video, text = model.encode_inputs(batch["video"], model.task.candidate_texts(model, batch["question"], batch["candidates"]),
+                                      batch["frame_mask"])
+    owner = torch.arange(3).repeat_interleave(3)
+    plain = model.task.scale * pair_cosine(text, video.index(owner))
+    # identity at initialisation: the candidates score exactly as the backbone's cosine
+    assert torch.equal(model.eval()(unlabelled).scores.flatten(), plain.detach())
+    _train(model, batch, steps=3)
+    assert fine.similarity_weight.abs() > 1e-3  # the multiple-choice loss reaches the weight
+    model.eval()
+    with torch.no_grad():
+        trained = model(unlabelled).scores
+        weight = fine.similarity_weight.clone()
+        fine.similarity_weight.zero_()
+        without = model(unlabelled).scores
+        fine.similarity_weight.copy_(weight)
+        term = model.task.scale * fine.extra_pair_similarity(text, video.index(owner)).view(3, 3)
+    assert (trained - without).abs().max() > 1e-3
+    torch.testing.assert_close(trained - without, term, rtol=1e-4, atol=1e-5)
+
+
+def test_align_before_fuse_trains_the_projections_the_fusion_encoder_reads(tiny_backbone, frames, texts):
+    video_frames, mask = frames
+    torch.manual_seed(0)
+    model = vla.wrap(tiny_backbone, ["fine_grained_alignment", {"type": "trajectory_word", "heads": 4}])
+    fine, fusion = model.adapters
+    video, text = model.encode_inputs(video_frames, texts, mask)
+    model.train()
+    _, _, losses = model.adapt(video, text, text_to_video=torch.arange(3), guidance=text)
+    read = {"words_in": fusion.encoder.words_in, "patches_in": fusion.encoder.patches_in}
+    before = {name: [p.detach().clone() for p in module.parameters()] for name, module in read.items()}
+    optimizer = torch.optim.SGD(model.trainable_parameters(), lr=1.0)
+    optimizer.zero_grad()
+    losses["fine_grained_alignment/fine_grained"].backward()  # the fine-grained loss alone
+    for name, module in read.items():
+        assert all(p.grad is not None and p.grad.abs().max() > 0 for p in module.parameters()), name
+    optimizer.step()
+    for name, module in read.items():
+        assert all((p - q).abs().max() > 0 for p, q in zip(module.parameters(), before[name], strict=True)), name
+    # the contrast runs on exactly the inputs the encoder fuses, under its own heads
+    assert fine.fusion is fusion and fine.word_proj.in_features == fine.patch_proj.in_features == fusion.width
+    words, _ = fine.project_words(text)
+    torch.testing.assert_close(words, torch.nn.functional.normalize(fine.word_proj(fusion.fusion_words(text)), dim=-1))
+
+
+def test_identity_at_init_of_both_together_and_save_load(tmp_path, tiny_backbone, frames, texts):
+    video_frames, mask = frames
+    torch.manual_seed(0)
+    model = vla.wrap(tiny_backbone, ["fine_grained_alignment", {"type": "trajectory_word", "heads": 4}]).eval()
+    zero_shot = cosine_matrix(tiny_backbone.encode_text(texts), tiny_backbone.encode_video(video_frames, mask))
+    scale = model.adapters[1].config.residual_scale
+    torch.testing.assert_close(model.similarity(texts, video_frames, frame_mask=mask, rerank_k=0), scale * zero_shot,
+                               rtol=1e-5, atol=1e-5)
+    mc = vla.wrap(tiny_backbone, ["fine_grained_alignment", {"type": "trajectory_word", "heads": 4}],
+                  task="multiple_choice").eval()
+    batch = _mc_batch(frames, answer=False)
+    video, text = mc.encode_inputs(video_frames, mc.task.candidate_texts(mc, batch["question"], batch["candidates"]), mask)
+    plain = pair_cosine(text, video.index(torch.arange(3).repeat_interleave(3)))
+    torch.testing.assert_close(mc(batch).scores.flatten(), scale * plain, rtol=1e-5, atol=1e-5)
+    # trained-looking weights survive a save/load (the heads are sized at bind time, on load too)
+    _train(model, {"video": video_frames, "frame_mask": mask, "text": texts}, steps=2)
+    model.eval()
+    model.save_adapters(tmp_path)
+    loaded = vla.load_adapters(tmp_path, backbone=tiny_backbone).eval()
+    assert loaded.adapters[0].fusion is loaded.adapters[1]
+    assert torch.equal(model.similarity(texts, video_frames, frame_mask=mask, rerank_k=0),
+                       loaded.similarity(texts, video_frames, frame_mask=mask, rerank_k=0))
+
+
+@pytest.mark.parametrize("task", ["retrieval", "multiple_choice"])
+def test_both_train_every_parameter(tiny_backbone, frames, texts, task):
+    video_frames, mask = frames
+    torch.manual_seed(0)
+    model = vla.wrap(tiny_backbone, ["fine_grained_alignment", {"type": "trajectory_word", "heads": 4}], task=task)
+    batch = _mc_batch(frames) if task == "multiple_choice" else {"video": video_frames, "frame_mask": mask, "text": texts}
+    # In multiple choice the matching head's logits are the scores: the task temperature is not used.
+    unused = {"task.log_scale"} if task == "multiple_choice" else set()
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad and n not in unused}
+    before = {n: p.detach().clone() for n, p in trainable.items()}
+    out = _train(model, batch, steps=3)
+    assert "fine_grained_alignment/fine_grained" in out.losses
+    assert not [n for n, p in trainable.items() if p.grad is None or p.grad.abs().max() == 0]
+    assert not [n for n, p in trainable.items() if torch.equal(p, before[n])]
+
+
+def test_reranking_carries_the_fine_grained_term(tiny_backbone, frames, texts):
+    video_frames, mask = frames
+    torch.manual_seed(0)
+    model = vla.wrap(tiny_backbone, ["fine_grained_alignment", {"type": "trajectory_word", "heads": 4}]).eval()
+    with torch.no_grad():
+        model.adapters[0].similarity_weight.fill_(0.7)
+    dual = model.dual_similarity(model.encode_text(texts), model.encode_video(video_frames, mask))
+    reranked = model.similarity(texts, video_frames, frame_mask=mask, rerank_k=0)
+    # the matching head is still zero: the re-ranked score is the residual on the full dual score
+    torch.testing.assert_close(reranked, model.adapters[1].config.residual_scale * dual, rtol=1e-5, atol=1e-5)
+
+
+def test_two_fusion_partners_are_refused():
+    fine = adapter()
+    first, second = (vla.build_adapter({"type": "trajectory_word", "width": 8, "heads": 2}, DIMS) for _ in range(2))
+    with pytest.raises(vla.CompositionError, match="one fusion encoder"):
+        fine.bind([fine, first, second])

@@ -6,7 +6,7 @@ import dataclasses
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
@@ -42,6 +42,9 @@ class AdapterContext:
     encode_text    the frozen text tower as a function of strings -> TextFeatures (no gradient,
                    memoised by the model), for adapters that must encode texts of their own making
                    (phrases of a caption, scene-graph node words); None outside a wrapped model.
+    pair_similarity the model's dual score of aligned pairs, (text, video) -> [P]: the cosine plus every
+                   adapter's extra_pair_similarity. Given to "cross" adapters, so a matching head builds on
+                   the same score the dual ranking uses; None outside a wrapped model's score_pairs.
     """
 
     task: str = "retrieval"
@@ -49,6 +52,7 @@ class AdapterContext:
     guidance: TextFeatures | None = None
     extras: dict = field(default_factory=dict)
     encode_text: Callable[[Sequence[str]], TextFeatures] | None = None
+    pair_similarity: Callable[[TextFeatures, VideoFeatures], Tensor] | None = None
 
 
 @dataclass
@@ -100,6 +104,20 @@ class Adapter(nn.Module):
         features and start at zero (a zero-initialised weight) so identity at initialisation holds."""
         return None
 
+    def extra_pair_similarity(self, text: TextFeatures, video: VideoFeatures) -> Tensor | None:
+        """The same term for aligned pairs [P] (text p with video p), which is how multiple choice and
+        re-ranking score. The default takes the diagonal of extra_similarity; override it to skip the
+        off-diagonal work."""
+        extra = self.extra_similarity(text, video)
+        return None if extra is None else extra.diagonal()
+
+    def bind(self, adapters: Sequence[Adapter]) -> None:
+        """Composition hook: called once by the model with every adapter it runs (this one included, in
+        order), before they move to the device. An adapter that works on another's modules finds its
+        partner here (fine_grained_alignment contrasts the inputs trajectory_word fuses); it may rebuild
+        its own submodules, but must keep the partner out of its submodules (the partner saves its own
+        weights). The default does nothing."""
+
     def parts(self) -> list[Adapter]:
         """The adapters the model actually runs for this one; a composite (tem_adapter) returns its parts,
         each run at its own stage (vla.wrap expands them, and save_adapters records the parts)."""
@@ -125,6 +143,22 @@ class Adapter(nn.Module):
         VideoLanguageModel.merge). Return True when folded, so the merged model can drop the adapter;
         False (the default) keeps it running as a hook."""
         return False
+
+
+@runtime_checkable
+class FusionInputs(Protocol):
+    """A fusion adapter that shows the projected words and patches its encoder reads, so that an alignment
+    loss can act on exactly those (align before fuse)."""
+
+    fusion_width: int
+
+    def fusion_words(self, text: TextFeatures) -> Tensor:
+        """[B,L,W] the projected token states (mask: text.token_mask)."""
+        ...
+
+    def fusion_patches(self, video: VideoFeatures) -> Tensor:
+        """[B,T,N,W] the projected patch tokens (mask: video.frame_mask)."""
+        ...
 
 
 _FORWARD_PARAMS = ["self", "video", "text", "ctx"]

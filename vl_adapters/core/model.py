@@ -33,6 +33,8 @@ class VideoLanguageModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.adapters = nn.ModuleList(_ordered(adapters, family=getattr(backbone, "family", None)))
+        for adapter in self.adapters:  # partners bind before moving, so rebuilt modules move too
+            adapter.bind(tuple(self.adapters))
         self.task = task
         if hasattr(task, "attach"):  # heads sized from the backbone (open_qa's classifier)
             task.attach(self)
@@ -156,17 +158,19 @@ class VideoLanguageModel(nn.Module):
     def dual_similarity(self, text: TextFeatures, video: VideoFeatures) -> Tensor:
         """[num_texts, num_videos] cosine similarities of the adapted dual encoder, plus each adapter's
         `extra_similarity` term (None for most; zero at initialisation for those that have one)."""
-        sims = cosine_matrix(text, video)
-        for adapter in self.adapters:
-            extra = adapter.extra_similarity(text, video)
-            if extra is not None:
-                sims = sims + extra.to(sims.dtype)
-        return sims
+        return _plus_extras(cosine_matrix(text, video), (a.extra_similarity(text, video) for a in self.adapters))
+
+    def pair_similarity(self, text: TextFeatures, video: VideoFeatures) -> Tensor:
+        """[P] dual similarity of aligned pairs (text p with video p): the diagonal of dual_similarity,
+        computed without the rest of the matrix."""
+        return _plus_extras(pair_cosine(text, video), (a.extra_pair_similarity(text, video) for a in self.adapters))
 
     def score_pairs(self, text: TextFeatures, video: VideoFeatures, *, with_losses: bool = False):
         """Logits [P] of aligned pairs (text p with video p) through the "cross" adapters: the last
-        matching head's logits if one gives them, else the temperature-scaled cosine."""
-        ctx = self._context(text_to_video=torch.arange(video.batch_size, device=video.frame_emb.device))
+        matching head's logits if one gives them, else the temperature-scaled dual pair similarity
+        (cosine plus the dual adapters' extra terms, which is how they count in multiple choice)."""
+        ctx = self._context(text_to_video=torch.arange(video.batch_size, device=video.frame_emb.device),
+                            pair_similarity=self.pair_similarity)
         losses: dict[str, Tensor] = {}
         logits = None
         for adapter in self.cross_adapters:
@@ -175,7 +179,7 @@ class VideoLanguageModel(nn.Module):
             logits = out.pair_logits if out.pair_logits is not None else logits
             losses.update({f"{adapter.name}/{k}": v for k, v in out.losses.items()})
         if logits is None:
-            logits = self.task.scale * pair_cosine(text, video)
+            logits = self.task.scale * self.pair_similarity(text, video)
         return (logits, losses) if with_losses else logits
 
     @torch.no_grad()
@@ -276,6 +280,14 @@ class VideoLanguageModel(nn.Module):
         directory = Path(directory)
         save_tensors(directory / ADAPTERS_FILE, self.adapter_state_dict())
         save_json(directory / CONFIG_FILE, self.describe())
+
+
+def _plus_extras(similarity: Tensor, extras) -> Tensor:
+    """The dual similarity plus the adapters' extra terms (None where an adapter has none)."""
+    for extra in extras:
+        if extra is not None:
+            similarity = similarity + extra.to(similarity.dtype)
+    return similarity
 
 
 def _ordered(adapters: Sequence[Adapter], family: str | None = None) -> list[Adapter]:

@@ -22,6 +22,10 @@ DATASETS: dict[str, str] = {
     "msvd_qa": "vl_adapters.data.datasets.open_qa:MSVDQA",
     "sutd_trafficqa": "vl_adapters.data.datasets.sutd_trafficqa:SUTDTrafficQA",
     "msrvtt_mc": "vl_adapters.data.datasets.msrvtt_mc:MSRVTTMC",
+    "didemo": "vl_adapters.data.datasets.didemo:DiDeMo",
+    "activitynet": "vl_adapters.data.datasets.activitynet:ActivityNetCaptions",
+    "lsmdc": "vl_adapters.data.datasets.lsmdc:LSMDC",
+    "nextqa": "vl_adapters.data.datasets.nextqa:NExTQA",
     "jsonl": "vl_adapters.data.datasets.jsonl:JSONLDataset",
 }
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from einops import einsum
 from torch import Tensor, nn
 
-from ...core.adapter import Adapter, AdapterOutput, register_adapter
+from ...core.adapter import Adapter, AdapterOutput, FusionInputs, register_adapter
 from ...core.distributed import all_gather_with_grad, is_distributed
 from ...core.features import FeatureShapeError, TextFeatures, VideoFeatures
 from .config import FineGrainedAlignmentConfig
@@ -20,8 +20,14 @@ class FineGrainedAlignment(Adapter):
 
     Words and patches projected to a small space; s(text, video) = mean over the text's words and the
     video's frames of the best-matching patch in that frame (cosine). Trained by a two-way InfoNCE with
-    in-batch negatives (gathered across ranks); at retrieval it adds `weight * s` to the dual cosine
-    through `extra_similarity`, with `weight` a learnable scalar that starts at zero (identity at init).
+    in-batch negatives (gathered across ranks); it adds `weight * s` to the dual score through
+    `extra_similarity` (retrieval) and `extra_pair_similarity` (multiple choice, re-ranking), with
+    `weight` a learnable scalar that starts at zero (identity at init).
+
+    Alone, it projects the frozen token states and patch tokens itself. Wrapped beside a fusion adapter
+    that shows its inputs (trajectory_word), it binds to it: the contrast runs on the projected words and
+    patches that adapter's encoder fuses (its `fusion_words` / `fusion_patches`, under 256-d heads as in
+    ALBEF), so the loss aligns what is fused and trains the fusion's input projections.
 
     A "dual" adapter: it never changes the features and never mixes the two sides at inference, so
     videos are still indexed once and searched by many texts.
@@ -32,21 +38,42 @@ class FineGrainedAlignment(Adapter):
 
     def __init__(self, config: FineGrainedAlignmentConfig, dims) -> None:
         super().__init__(config, dims)
-        self.word_proj = nn.Linear(dims.text_width, config.dim)
-        self.patch_proj = nn.Linear(dims.vision_width, config.dim)
+        self._build_heads(word_width=dims.text_width, patch_width=dims.vision_width)
         self.log_inv_temperature = nn.Parameter(torch.tensor(math.log(1.0 / config.temperature)))
         self.similarity_weight = nn.Parameter(torch.zeros(()))
+        self.fusion: FusionInputs | None = None
+
+    def _build_heads(self, *, word_width: int, patch_width: int) -> None:
+        self.word_proj = nn.Linear(word_width, self.config.dim)
+        self.patch_proj = nn.Linear(patch_width, self.config.dim)
+
+    def bind(self, adapters) -> None:
+        partners = [a for a in adapters if a is not self and isinstance(a, FusionInputs)]
+        if len(partners) > 1:
+            from ...core.model import CompositionError
+
+            raise CompositionError(
+                f"fine_grained_alignment aligns the inputs of one fusion encoder; {[a.name for a in partners]} "
+                "all offer theirs, so keep one of them"
+            )
+        if partners:
+            partner = partners[0]
+            # A plain attribute, not a submodule: the partner's weights belong to (and are saved with) it.
+            object.__setattr__(self, "fusion", partner)
+            self._build_heads(word_width=partner.fusion_width, patch_width=partner.fusion_width)
 
     # ---- the fine-grained similarity ------------------------------------------------------
     def project_words(self, text: TextFeatures) -> tuple[Tensor, Tensor]:
         if text.token_states is None:
             raise FeatureShapeError("fine_grained_alignment needs TextFeatures.token_states and token_mask")
-        return F.normalize(self.word_proj(text.token_states), dim=-1), text.token_mask
+        words = text.token_states if self.fusion is None else self.fusion.fusion_words(text)
+        return F.normalize(self.word_proj(words), dim=-1), text.token_mask
 
     def project_patches(self, video: VideoFeatures) -> tuple[Tensor, Tensor]:
         if video.patch_tokens is None:
             raise FeatureShapeError("fine_grained_alignment needs VideoFeatures.patch_tokens [B,T,N,C]")
-        return F.normalize(self.patch_proj(video.patch_tokens), dim=-1), video.frame_mask
+        patches = video.patch_tokens if self.fusion is None else self.fusion.fusion_patches(video)
+        return F.normalize(self.patch_proj(patches), dim=-1), video.frame_mask
 
     def fine_similarity(self, words: Tensor, word_mask: Tensor, patches: Tensor, frame_mask: Tensor) -> Tensor:
         """words [A,L,d], word_mask [A,L], patches [B,T,N,d], frame_mask [B,T] -> [A,B] in [-1, 1].
@@ -56,8 +83,7 @@ class FineGrainedAlignment(Adapter):
         _, length, _ = words.shape
         _, frames, patches_per_frame, _ = patches.shape
         per_pair = length * frames * patches_per_frame
-        word_weight = word_mask.to(words.dtype) / word_mask.sum(1, keepdim=True).clamp_min(1)
-        frame_weight = frame_mask.to(words.dtype) / frame_mask.sum(1, keepdim=True).clamp_min(1)
+        word_weight, frame_weight = _mean_weights(word_mask, words.dtype), _mean_weights(frame_mask, words.dtype)
         video_block = max(1, min(patches.shape[0], self.config.chunk_elements // per_pair))
         text_block = max(1, self.config.chunk_elements // (video_block * per_pair))
         rows = []
@@ -71,9 +97,27 @@ class FineGrainedAlignment(Adapter):
             rows.append(torch.cat(row, dim=1))
         return torch.cat(rows, dim=0)
 
+    def pair_fine_similarity(self, words: Tensor, word_mask: Tensor, patches: Tensor, frame_mask: Tensor) -> Tensor:
+        """Aligned pairs: words [P,L,d], patches [P,T,N,d] -> [P], the diagonal of fine_similarity."""
+        _, length, _ = words.shape
+        _, frames, patches_per_frame, _ = patches.shape
+        word_weight, frame_weight = _mean_weights(word_mask, words.dtype), _mean_weights(frame_mask, words.dtype)
+        block = max(1, self.config.chunk_elements // (length * frames * patches_per_frame))
+        out = []
+        for p in range(0, words.shape[0], block):
+            part = slice(p, p + block)
+            best = einsum(words[part], patches[part], "p l d, p t n d -> p l t n").max(dim=-1).values
+            out.append(einsum(best, word_weight[part], frame_weight[part], "p l t, p l, p t -> p"))
+        return torch.cat(out)
+
     def extra_similarity(self, text: TextFeatures, video: VideoFeatures) -> Tensor:
         """[num_texts, num_videos] term the model adds to the dual cosine matrix."""
         return self.similarity_weight * self.fine_similarity(*self.project_words(text), *self.project_patches(video))
+
+    def extra_pair_similarity(self, text: TextFeatures, video: VideoFeatures) -> Tensor:
+        """[P] the same term for aligned pairs (multiple-choice candidates against their video, re-ranking)."""
+        return self.similarity_weight * self.pair_fine_similarity(*self.project_words(text),
+                                                                  *self.project_patches(video))
 
     # ---- training ---------------------------------------------------------------------------
     def forward(self, video, text, ctx) -> AdapterOutput:
@@ -110,6 +154,11 @@ class FineGrainedAlignment(Adapter):
         log_prob = video_logits.log_softmax(1)
         video_loss = -(log_prob.masked_fill(~positive, torch.finfo(log_prob.dtype).min).logsumexp(1))[has_positive].mean()
         return 0.5 * (text_loss + video_loss)
+
+
+def _mean_weights(mask: Tensor, dtype) -> Tensor:
+    """Weights of a masked mean over the last axis: 1/count where mask is True, else 0."""
+    return mask.to(dtype) / mask.sum(-1, keepdim=True).clamp_min(1)
 
 
 def _rank() -> int:

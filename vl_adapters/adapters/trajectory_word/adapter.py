@@ -17,9 +17,13 @@ from .modules import MatchingHead, TrajectoryWordEncoder
 class TrajectoryWord(Adapter):
     """TW-BERT's trajectory-word cross encoder as a "cross" adapter: scores aligned (text, video) pairs.
 
-    pair_logits = exp(log_scale) * dual cosine + bias + matching_head(encoder(pair)). The head's last layer
-    starts at zero and the bias at zero, so at init the pair logit is residual_scale * cosine and
-    re-ranking keeps the dual encoder's order; training moves it from there.
+    pair_logits = exp(log_scale) * dual + bias + matching_head(encoder(pair)), where dual is the model's dual
+    score of the pair (the cosine plus the dual adapters' extra terms). The head's last layer starts at
+    zero and the bias at zero, so at init the pair logit is residual_scale * dual and re-ranking keeps the
+    dual encoder's order; training moves it from there.
+
+    It offers the projected words and patches its encoder fuses (`fusion_words`, `fusion_patches`; see
+    core.adapter.FusionInputs): fine_grained_alignment, wrapped beside it, contrasts exactly those.
     """
 
     config_class = TrajectoryWordConfig
@@ -32,7 +36,7 @@ class TrajectoryWord(Adapter):
             raise FeatureShapeError(
                 f"trajectory_word: width {width} (the text width when width=None) is not divisible by heads={config.heads}"
             )
-        self.width = width
+        self.width = self.fusion_width = width
         self.encoder = TrajectoryWordEncoder(
             text_width=dims.text_width, vision_width=dims.vision_width, embed_dim=dims.embed_dim, width=width,
             heads=config.heads, depth=config.depth, mlp_ratio=config.mlp_ratio, dropout=config.dropout,
@@ -70,6 +74,18 @@ class TrajectoryWord(Adapter):
         pooled = F.avg_pool2d(grid, pool, ceil_mode=True, count_include_pad=False)
         return pooled.flatten(2).transpose(1, 2).reshape(b, t, -1, c)
 
+    def fusion_words(self, text: TextFeatures) -> Tensor:
+        """[B,L,W] the word inputs the encoder fuses (padding where text.token_mask is False)."""
+        if text.token_states is None:
+            raise FeatureShapeError("trajectory_word needs TextFeatures.token_states and token_mask (the text tower's states)")
+        return self.encoder.project_words(text.token_states)
+
+    def fusion_patches(self, video: VideoFeatures) -> Tensor:
+        """[B,T,N',W] the patch inputs the encoder fuses (pooled by patch_pool, before the frame positions)."""
+        if video.patch_tokens is None:
+            raise FeatureShapeError("trajectory_word needs VideoFeatures.patch_tokens [B,T,N,C]; keep them in the feature cache")
+        return self.encoder.project_patches(self.pooled_patches(video))
+
     def encode_pairs(self, video: VideoFeatures, text: TextFeatures) -> Tensor:
         """Matching-head logits [P] of aligned pairs, before the cosine residual; chunks of pair_chunk pairs."""
         patches = self.pooled_patches(video)
@@ -91,5 +107,6 @@ class TrajectoryWord(Adapter):
 
     def forward(self, video, text, ctx) -> AdapterOutput:
         text = self._check(video, text)
-        residual = self.log_scale.exp() * pair_cosine(text, video) + self.bias
+        dual = ctx.pair_similarity(text, video) if ctx.pair_similarity is not None else pair_cosine(text, video)
+        residual = self.log_scale.exp() * dual + self.bias
         return AdapterOutput(video=video, text=text, pair_logits=residual + self.encode_pairs(video, text))

@@ -198,7 +198,8 @@ class FrameSelector(nn.Module):
         super().__init__()
         self.samples, self.sigma = samples, sigma
         self.frame_proj = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.GELU())
-        self.score = nn.Sequential(nn.Linear(2 * width, width), nn.GELU(), nn.Linear(width, 1))
+        # No bias on the last layer: a constant added to every frame's score cancels in the softmax over frames.
+        self.score = nn.Sequential(nn.Linear(2 * width, width), nn.GELU(), nn.Linear(width, 1, bias=False))
 
     def forward(self, patches: Tensor, sentence: Tensor, frame_mask: Tensor, k: int) -> tuple[Tensor, Tensor]:
         """patches [P,T,N,W], sentence [P,W], frame_mask [P,T] -> (selection [P,k,T], new frame mask [P,k])."""
@@ -240,14 +241,22 @@ class TrajectoryWordEncoder(nn.Module):
             str(i): FrameSelector(width=width, samples=selector_samples, sigma=selector_sigma) for i in self.select_before
         })
 
+    def project_words(self, token_states: Tensor) -> Tensor:
+        """[...,L,C'] -> [...,L,W]: the word inputs of the fusion (what align-before-fuse contrasts)."""
+        return self.words_in(token_states)
+
+    def project_patches(self, patch_tokens: Tensor) -> Tensor:
+        """[...,T,N,C] -> [...,T,N,W]: the patch inputs of the fusion, before the frame positions."""
+        return self.patches_in(patch_tokens)
+
     def forward(self, *, token_states: Tensor, token_mask: Tensor, sentence: Tensor, patch_tokens: Tensor,
                 frame_mask: Tensor, video: Tensor) -> tuple[Tensor, Tensor]:
         """token_states [P,L,C'], token_mask [P,L], sentence [P,D], patch_tokens [P,T,N,C], frame_mask [P,T],
         video [P,D] (the pooled dual embedding) -> (sentence state, video summary) [P,W] each."""
         t = patch_tokens.shape[1]
-        words = torch.cat([self.sentence_in(sentence)[:, None], self.words_in(token_states)], dim=1)
+        words = torch.cat([self.sentence_in(sentence)[:, None], self.project_words(token_states)], dim=1)
         word_mask = torch.cat([torch.ones_like(token_mask[:, :1]), token_mask], dim=1)
-        patches = self.patches_in(patch_tokens) + self.frame_position.weight[:t, None]
+        patches = self.project_patches(patch_tokens) + self.frame_position.weight[:t, None]
         summary = self.video_in(video)
         for i, layer in enumerate(self.layers):
             if str(i) in self.selectors:

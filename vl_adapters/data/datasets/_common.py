@@ -56,13 +56,18 @@ def video_directory(root: Path, video_dir: str | Path | None, candidates: tuple[
 def resolve_videos(directory: Path, video_ids: list[str], aliases: dict[str, list[str]] | None = None
                    ) -> list[Path]:
     """The file of each id in `directory` (any video extension); `aliases` lists other names to try.
+    A name may sit in sub-folders ("movie/clip"); each folder is listed once.
     Missing files keep a path (directory/<id>.mp4) and surface later as bad videos."""
-    listing = list_videos(directory)
+    listings: dict[Path, dict[str, Path]] = {}
     out = []
     for vid in video_ids:
         hit = None
         for name in [vid, *((aliases or {}).get(vid, []))]:
-            hit = listing.get(name)
+            folder, _, leaf = name.rpartition("/")
+            where = directory / folder
+            if where not in listings:
+                listings[where] = list_videos(where)
+            hit = listings[where].get(leaf)
             if hit is not None:
                 break
         out.append(hit if hit is not None else directory / (vid if Path(vid).suffix else f"{vid}.mp4"))
@@ -80,3 +85,56 @@ def question_type_of(question: str) -> str:
     """The question word (what, who, how, when, where, ...) used for per-type accuracy."""
     words = question.strip().lower().split()
     return words[0] if words else ""
+
+
+def json_entries(path: Path, what: str) -> tuple[type, list[tuple[int, str | int, object]]]:
+    """The top-level list or object of a JSON file as (list or dict, [(line, index or key, value), ...]),
+    each entry with the line it starts on, so that a malformed entry can be named by file and line."""
+    text = require(path, what).read_text(encoding="utf-8")
+    decoder = json.JSONDecoder()
+
+    def skip(i: int) -> int:
+        while i < len(text) and text[i] in " \t\r\n":
+            i += 1
+        return i
+
+    def decode(i: int):
+        try:
+            return decoder.raw_decode(text, i)
+        except json.JSONDecodeError as error:
+            raise AnnotationError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from error
+
+    def expect(i: int, chars: str) -> str:
+        if i >= len(text) or text[i] not in chars:
+            line = text.count("\n", 0, i) + 1
+            raise AnnotationError(f"{path}:{line}: not valid JSON (expected one of {list(chars)} at column "
+                                  f"{i - text.rfind(chr(10), 0, i)})")
+        return text[i]
+
+    i = skip(0)
+    kind = list if expect(i, "[{") == "[" else dict
+    close = "]" if kind is list else "}"
+    entries: list[tuple[int, str | int, object]] = []
+    line, counted = 1, 0
+    i = skip(i + 1)
+    more = i < len(text) and text[i] != close
+    while more:
+        if kind is dict:
+            key, i = decode(i)
+            if not isinstance(key, str):
+                raise AnnotationError(f"{path}:{line + text.count(chr(10), counted, i)}: not valid JSON (a key "
+                                      f"must be a string, got {key!r})")
+            i = skip(i)
+            expect(i, ":")
+            i = skip(i + 1)
+        else:
+            key = len(entries)
+        line += text.count("\n", counted, i)
+        counted = i
+        value, i = decode(i)
+        entries.append((line, key, value))
+        i = skip(i)
+        more = expect(i, "," + close) == ","
+        i = skip(i + 1) if more else i
+    expect(i, close)
+    return kind, entries
