@@ -242,6 +242,7 @@ class _Clauses:
                 continue
             if self.connector is None and self.started:
                 self.connector = ","  # clauses without a connector follow each other
+            start = self.i
             found = self.subjects()
             if found:
                 subjects = found
@@ -251,6 +252,7 @@ class _Clauses:
             if not self.verb_phrases(subjects) and found:
                 self.fix_time(None)  # a verbless clause ("a red circle and a blue square") keeps the time
             self.started = True
+            self.i += self.i == start  # always move on
         self.fix_time(None)
         ranks = {t: r for r, t in enumerate(sorted(set(self.times)))}
         self.out.relations = [(s, p, o, m, ranks[t]) for (s, p, o, m, _), t in zip(self.out.relations, self.times,
