@@ -133,9 +133,10 @@ IRREGULAR = {
     "sent": "send", "shook": "shake", "shot": "shoot", "shut": "shut", "slept": "sleep", "slid": "slide",
     "spun": "spin", "stole": "steal", "struck": "strike", "swept": "sweep", "swung": "swing",
     "taught": "teach", "tore": "tear", "torn": "tear", "told": "tell", "thought": "think", "woke": "wake",
-    "wore": "wear", "worn": "wear", "won": "win", "dug": "dig", "fed": "feed", "felt": "feel", 
+    "wore": "wear", "worn": "wear", "won": "win", "dug": "dig", "fed": "feed", "felt": "feel",
     "began": "begin", "begun": "begin", "blew": "blow", "blown": "blow", "chose": "choose", "did": "do",
-    "done": "do", "froze": "freeze", "grew": "grow", "grown": "grow", "heard": "hear", "bitten": "bite", "became": "become", "bent": "bend", "sank": "sink", "spilt": "spill",
+    "done": "do", "froze": "freeze", "grew": "grow", "grown": "grow", "heard": "hear", "bitten": "bite",
+    "became": "become", "bent": "bend", "sank": "sink", "spilt": "spill",
 }
 
 @lru_cache(maxsize=65536)

@@ -436,7 +436,8 @@ class SpacyParser:
             subject = index[subjects[0].i]
             mods = [c.lower_ for c in token.children if c.dep_ in ("advmod", "prt", "acomp")]
             objects = [c for c in token.children if c.dep_ in ("dobj", "attr") and c.i in index]
-            parsed.relations.append((subject, token.lemma_.lower(), index[objects[0].i] if objects else None, mods, time))
+            obj = index[objects[0].i] if objects else None
+            parsed.relations.append((subject, token.lemma_.lower(), obj, mods, time))
             for prep in (c for c in token.children if c.dep_ == "prep"):
                 for pobj in (c for c in prep.children if c.dep_ == "pobj" and c.i in index):
                     parsed.relations.append((subject, prep.lower_, index[pobj.i], [], time))

@@ -1,14 +1,14 @@
 """Textual scene graphs (TSG): caption -> objects, attributes, predicates, predicate attributes.
 
-Parsers are pluggable (`get_parser`); the default is a dependency-free rule-based parser written for short
-caption English and the synthetic benchmark's templates; a spaCy dependency parser is used when spaCy and
-an English model are installed. Parsing runs in Python once per unique string (cached); the forward pass
-only sees the batched torch-geometric tensors.
+Parsing (parser.py) and graph conversion run in Python once per unique string (cached); the forward pass
+only sees the batched torch-geometric tensors. A node's word is an index into the builder's vocabulary,
+whose strings the adapter encodes with the frozen text tower. There is no sentence node and no sentence
+embedding on the nodes: whatever the graph encoder knows of a caption comes through its words and its
+structure.
 """
 
 from __future__ import annotations
 
-import zlib
 from functools import lru_cache
 
 import networkx as nx
@@ -17,22 +17,19 @@ from torch_geometric.data import Batch, Data
 
 from .parser import ParsedCaption, RuleBasedParser, get_parser  # noqa: F401 (re-exported)
 
-NODE_TYPES = ("object", "attribute", "predicate", "predicate_attribute", "sentence")
+NODE_TYPES = ("object", "attribute", "predicate", "predicate_attribute")
 # Edge types; each comes with a reverse type (index + len(EDGE_TYPES)) in the batched graph.
-EDGE_TYPES = ("attribute_of", "subject_of", "object_of", "modifies", "before", "in_sentence")
+EDGE_TYPES = ("attribute_of", "subject_of", "object_of", "modifies", "before")
 
 
-# ---- graphs ------------------------------------------------------------------------------------------
 def to_networkx(parsed: ParsedCaption) -> nx.DiGraph:
-    """Nodes carry `kind` (NODE_TYPES) and `word`; edges carry `kind` (EDGE_TYPES). Node 0 is the
-    sentence node, linked to every object and predicate so no graph is empty or disconnected."""
+    """Nodes carry `kind` (NODE_TYPES), `word` and, on predicates, the event `time`; edges carry `kind`
+    (EDGE_TYPES). "before" links every predicate of one event time to every predicate of the next."""
     graph = nx.DiGraph()
-    graph.add_node(0, kind="sentence", word="[sentence]")
     object_node = {}
     for k, (noun, attributes) in enumerate(parsed.objects):
         node = object_node[k] = graph.number_of_nodes()
         graph.add_node(node, kind="object", word=noun)
-        graph.add_edge(node, 0, kind="in_sentence")
         for attribute in attributes:
             a = graph.number_of_nodes()
             graph.add_node(a, kind="attribute", word=attribute)
@@ -41,7 +38,6 @@ def to_networkx(parsed: ParsedCaption) -> nx.DiGraph:
     for subject, predicate, obj, modifiers, time in parsed.relations:
         p = graph.number_of_nodes()
         graph.add_node(p, kind="predicate", word=predicate, time=time)
-        graph.add_edge(p, 0, kind="in_sentence")
         graph.add_edge(object_node[subject], p, kind="subject_of")
         if obj is not None:
             graph.add_edge(p, object_node[obj], kind="object_of")
@@ -58,15 +54,12 @@ def to_networkx(parsed: ParsedCaption) -> nx.DiGraph:
     return graph
 
 
-def word_bucket(word: str, buckets: int) -> int:
-    return zlib.crc32(word.encode()) % buckets  # stable across runs, unlike hash()
-
-
-def to_data(graph: nx.DiGraph, buckets: int) -> Data:
-    """networkx -> torch-geometric Data: word [n] (hashed), node_type [n], edge_index [2, 2e] with both
-    directions, edge_type [2e] (reverse edges typed index + len(EDGE_TYPES)), time [n] (-1 off predicates)."""
+def to_data(graph: nx.DiGraph, word_id) -> Data:
+    """networkx -> torch-geometric Data: word [n] (word_id(str) -> int), node_type [n], edge_index [2, 2e]
+    with both directions, edge_type [2e] (reverse edges typed index + len(EDGE_TYPES)), time [n] (event
+    rank of a predicate, -1 elsewhere)."""
     nodes = sorted(graph.nodes)
-    word = torch.tensor([word_bucket(graph.nodes[n]["word"], buckets) for n in nodes], dtype=torch.long)
+    word = torch.tensor([word_id(graph.nodes[n]["word"]) for n in nodes], dtype=torch.long)
     node_type = torch.tensor([NODE_TYPES.index(graph.nodes[n]["kind"]) for n in nodes], dtype=torch.long)
     time = torch.tensor([graph.nodes[n].get("time", -1) for n in nodes], dtype=torch.long)
     edges = list(graph.edges(data="kind"))
@@ -83,18 +76,26 @@ def to_data(graph: nx.DiGraph, buckets: int) -> Data:
 
 
 class TextGraphBuilder:
-    """Captions -> a torch-geometric Batch of TSGs; parse and conversion cached per unique string."""
+    """Captions -> a torch-geometric Batch of TSGs; parse and conversion cached per unique string. Node words
+    index `self.words`, a vocabulary that grows as captions arrive (ids never change)."""
 
-    def __init__(self, parser="auto", buckets: int = 8192, cache_size: int = 65536) -> None:
+    def __init__(self, parser="auto", cache_size: int = 65536) -> None:
         self.parser = get_parser(parser)
-        self.buckets = buckets
+        self.words: list[str] = []
+        self._ids: dict[str, int] = {}
         self._data = lru_cache(maxsize=cache_size)(self._build)
 
     def parse(self, text: str) -> ParsedCaption:
         return self.parser(text)
 
+    def word_id(self, word: str) -> int:
+        if word not in self._ids:
+            self._ids[word] = len(self.words)
+            self.words.append(word)
+        return self._ids[word]
+
     def _build(self, text: str) -> Data:
-        return to_data(to_networkx(self.parser(text)), self.buckets)
+        return to_data(to_networkx(self.parser(text)), self.word_id)
 
     def __call__(self, texts: list[str]) -> Batch:
         if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
