@@ -4,8 +4,10 @@ the backbone forward (12 frames; open_clip ViT-B-32 with random weights, so noth
     .venv/bin/python benchmarks/finsta_cost.py [--frames 12 --clips 4 --repeats 5 --threads 2]
 
 Rows: backbone video forward; finsta at inference without graphs (students only, the default), with graphs
-(use_graphs_at_inference: DSG from patch tokens + R-GTrm + STGD on the video side); the text side with and
-without the TSG; and one training forward+backward of the adapter (graph branch, OSC, PTC, distillation).
+(use_graphs_at_inference: tracked-slot DSG from patch tokens + R-GTrm + STGD on the video side); the text side
+with and without the TSG (node words from the frozen text tower, memoised per word after the first call);
+and one training forward+backward of the adapter (graph branch, OSC, PTC, HSG matching over hard negatives,
+distillation from the HSG), as a retrieval batch pairs it (guidance = the batch's captions).
 """
 
 from __future__ import annotations
@@ -47,13 +49,16 @@ def main() -> None:
     adapter = vla.build_adapter("finsta", VIT_B32)
     trainable = sum(p.numel() for p in adapter.parameters() if p.requires_grad)
     groups = {"students + gates": ("video_student", "text_student", "video_gate", "text_gate"),
-              "hashed word table": ("word_embedding",)}
+              "HSG encoder + matching head": ("holistic_encoder", "match_head"),
+              "node-word projection (frozen text tower -> dim)": ("word_proj",)}
     print(f"finsta trainable parameters at ViT-B/32 dims: {trainable / 1e6:.2f}M")
     for label, prefixes in groups.items():
         count = sum(p.numel() for n, p in adapter.named_parameters() if n.startswith(prefixes))
         print(f"  {label}: {count / 1e6:.2f}M")
 
     backbone = vla.load_backbone("open_clip:ViT-B-32", pretrained=None, device="cpu")
+    model = vla.wrap(backbone, [adapter.config])  # for its memoised frozen text tower (ctx.encode_text)
+    adapter = model.adapters[0]
     frames = torch.randn(args.clips, args.frames, 3, 224, 224)
     texts = (CAPTIONS * args.clips)[: args.clips]
     with torch.no_grad():
@@ -61,7 +66,7 @@ def main() -> None:
         text = backbone.encode_text(texts).float()
     rows = {"backbone video forward": timed(lambda: backbone.encode_video(frames), args.repeats),
             "backbone text forward": timed(lambda: backbone.encode_text(texts), args.repeats)}
-    ctx = AdapterContext()
+    ctx = AdapterContext(encode_text=model.frozen_text)
     for graphs in (False, True):
         adapter.config.use_graphs_at_inference = graphs
         adapter.eval()
@@ -71,7 +76,7 @@ def main() -> None:
             rows[f"finsta text, {tag}"] = timed(lambda: adapter(None, text, ctx), args.repeats)
     adapter.config.use_graphs_at_inference = False
     adapter.train()
-    paired = AdapterContext(text_to_video=torch.arange(args.clips))
+    paired = AdapterContext(text_to_video=torch.arange(args.clips), guidance=text, encode_text=model.frozen_text)
 
     def train_step():
         adapter.zero_grad()

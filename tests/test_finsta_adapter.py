@@ -1,5 +1,9 @@
-"""The finsta adapter: identity at init through vla.wrap, graph-free inference, both alignment losses
-learn, the backbone stays frozen, and bad inputs fail clearly."""
+"""The finsta adapter: identity at init through vla.wrap, graph-free inference, every parameter trains in
+retrieval and multiple choice, wrong candidates never enter the alignment, the HSG trains and shapes the
+students' targets without reaching an embedding, node words come from the frozen text tower with no sentence
+shortcut, the losses learn, the backbone stays frozen, and bad inputs fail clearly."""
+
+import zlib
 
 import pytest
 import torch
@@ -23,12 +27,27 @@ def one_thread():
     yield
     torch.set_num_threads(threads)
 
+
 CAPTIONS = [
     "a red circle moves left, then a blue square appears",
     "the green triangle turns yellow after the red square disappears",
     "a man is driving a car down the road",
     "a woman slices a tomato quickly",
 ]
+DIMS = BackboneDims(embed_dim=32, vision_width=24, text_width=24, grid=(4, 4), context_length=16, image_size=32)
+
+
+def word_tower(embed_dim=32):
+    """A stand-in for the frozen text tower outside vla.wrap: a fixed random vector per string."""
+    def encode(words):
+        rows = [torch.randn(embed_dim, generator=torch.Generator().manual_seed(zlib.crc32(w.encode())))
+                for w in words]
+        return TextFeatures(text_emb=torch.stack(rows))
+    return encode
+
+
+def context(**kwargs):
+    return AdapterContext(encode_text=word_tower(), **kwargs)
 
 
 def zero_shot(backbone, texts, video, mask):
@@ -47,52 +66,73 @@ def test_inference_without_graphs_never_builds_one(tiny_backbone, frames, texts,
     video, mask = frames
     model = vla.wrap(tiny_backbone, [{"type": "finsta", "dim": 32}]).eval()
     adapter = model.adapters[0]
-    for name in ("encode_video_graph", "encode_text_graph"):
+    for name in ("encode_video_graph", "encode_text_graph", "holistic"):
         monkeypatch.setattr(adapter, name, lambda *a, **k: pytest.fail("a graph was built at inference"))
     encoded = model.encode_video(video, mask)
     assert torch.equal(encoded.frame_emb, tiny_backbone.encode_video(video, mask).frame_emb)
     assert torch.equal(model.encode_text(texts).text_emb, tiny_backbone.encode_text(texts).text_emb)
-    # once the gates are non-zero the student changes the embeddings, still without graphs
-    with torch.no_grad():
+    with torch.no_grad():  # once the gates are non-zero the student changes the embeddings, still without graphs
         adapter.video_gate.weight.normal_()
         adapter.text_gate.weight.normal_()
     assert not torch.allclose(model.encode_video(video, mask).frame_emb, encoded.frame_emb)
     model.similarity(texts, video, frame_mask=mask)
 
 
-def test_training_through_the_model(frames, texts):
+def mc_batch(video, mask, wrong=("a dog sleeps on a sofa", "a cat jumps onto the table", "two men play tennis")):
+    """Three videos, 2-3 candidates each; the right ones are fixed, the wrong ones given."""
+    return {"video": video, "frame_mask": mask, "question": ["what happens"] * 3,
+            "candidates": [["a man drives a car", wrong[0]], [wrong[1], "a woman cuts a tomato", wrong[2]],
+                           ["a circle moves left, then a square appears", wrong[0]]],
+            "candidate_mask": torch.tensor([[1, 1, 0], [1, 1, 1], [1, 1, 0]], dtype=torch.bool),
+            "answer": torch.tensor([0, 1, 0])}
+
+
+@pytest.mark.parametrize("task", ["retrieval", "multiple_choice"])
+def test_every_parameter_trains_and_the_backbone_stays_frozen(frames, texts, task):
     backbone = vla.load_backbone("tiny", device="cpu")
-    model = vla.wrap(backbone, [{"type": "finsta", "dim": 32, "slots": 3}])
+    model = vla.wrap(backbone, [{"type": "finsta", "dim": 32, "slots": 3}], task=task)
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3)
     model.train()
     video, mask = frames
-    out = model({"video": video, "frame_mask": mask, "text": texts})
-    assert {"finsta/osc", "finsta/ptc", "finsta/distill_video", "finsta/distill_text"} <= set(out.losses)
+    batch = {"video": video, "frame_mask": mask, "text": texts} if task == "retrieval" else mc_batch(video, mask)
+    out = model(batch)
+    names = {f"finsta/{k}" for k in ("osc", "ptc", "hsg", "distill_video", "distill_text")}
+    assert names <= set(out.losses) and all(torch.isfinite(out.losses[n]) for n in names)
     out.loss.backward()
-    adapter = model.adapters[0]
-    for module in (adapter.video_gate, adapter.text_gate, adapter.tsg_encoder, adapter.recurrent, adapter.stgd,
-                   adapter.video_student, adapter.text_student):
-        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters()), module
+    silent = [n for n, p in model.adapters[0].named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not silent, silent
     optimizer.step()
     for name, tensor in backbone.state_dict().items():
         assert torch.equal(tensor, before[name]), name
 
 
-def test_weights_scale_the_losses(frames, texts, tiny_backbone):
+def test_wrong_candidates_never_enter_the_alignment(frames, monkeypatch):
+    """Multiple choice: the alignment, matching and distillation losses see only the right candidate of each
+    video (the guidance), so changing the wrong candidates' texts changes none of them. Before, every
+    candidate of a video was its positive."""
+    backbone = vla.load_backbone("tiny", device="cpu")
     video, mask = frames
-    v, t = tiny_backbone.encode_video(video, mask), tiny_backbone.encode_text(texts)
-    ctx = AdapterContext(text_to_video=torch.arange(3))
-    results = []
-    for weight in (1.0, 2.0):
-        torch.manual_seed(0)
-        adapter = vla.build_adapter({"type": "finsta", "dim": 32, "osc_weight": weight, "ptc_weight": 0.0},
-                                    tiny_backbone.dims).train()
-        results.append(adapter(v, t, ctx).losses)
-    assert torch.allclose(results[1]["osc"], 2 * results[0]["osc"]) and results[0]["ptc"] == 0
+    torch.manual_seed(0)
+    model = vla.wrap(backbone, [{"type": "finsta", "dim": 32, "slots": 3}], task="multiple_choice").train()
+    adapter = model.adapters[0]
+    seen = []
+    encode = adapter.encode_text_graph
+    monkeypatch.setattr(adapter, "encode_text_graph",
+                        lambda text, *a: seen.append(list(text.texts)) or encode(text, *a))
+    first = model(mc_batch(video, mask)).losses
+    second = model(mc_batch(video, mask, wrong=("people are dancing at a party", "a bird sings",
+                                                "the car suddenly stops"))).losses
+    for name in ("osc", "ptc", "hsg", "distill_video", "distill_text"):
+        assert torch.equal(first[f"finsta/{name}"], second[f"finsta/{name}"]), name
+    right = ["what happens a man drives a car", "what happens a woman cuts a tomato",
+             "what happens a circle moves left, then a square appears"]
+    assert seen == [right, right]
+    # the task loss does see the wrong candidates (through the students), as it should
+    assert not torch.equal(first["multiple_choice"], second["multiple_choice"])
 
 
-def paired_set(dims, videos=4, frames=4, seed=0):
+def paired_set(dims=DIMS, videos=4, frames=4, seed=0):
     """Features of 4 videos whose patch tokens hold distinct objects, 1 object moving, and 4 captions."""
     g = torch.Generator().manual_seed(seed)
     gh, gw = dims.grid
@@ -110,46 +150,165 @@ def paired_set(dims, videos=4, frames=4, seed=0):
     return video, text
 
 
-def test_both_alignment_losses_fall_on_a_tiny_paired_set():
-    dims = BackboneDims(embed_dim=32, vision_width=24, text_width=24, grid=(4, 4), context_length=16, image_size=32)
+def test_the_hsg_trains_and_shapes_the_students_targets():
     torch.manual_seed(0)
-    adapter = Finsta(FinstaConfig(dim=32, heads=4, slots=3, word_buckets=256), dims).train()
-    video, text = paired_set(dims)
-    ctx = AdapterContext(text_to_video=torch.arange(4))
-    optimizer = torch.optim.Adam(adapter.parameters(), lr=3e-3)
+    adapter = Finsta(FinstaConfig(dim=32, heads=4, slots=3), DIMS).train()
+    video, text = paired_set()
+    ctx = context(text_to_video=torch.arange(4), guidance=text)
+    out = adapter(video, text, ctx)
+    out.losses["hsg"].backward()
+    for module in (adapter.holistic_encoder, adapter.match_head, adapter.video_node_score, adapter.text_node_score):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters()), module
+    # the students' targets come from the HSG: without its cross-modal edges they change
+    with torch.no_grad():
+        vg = adapter.encode_video_graph(video, None, ctx.encode_text)
+        tg = adapter.encode_text_graph(text, ctx.encode_text)
+        scores = adapter.structural_scores(vg, tg)
+        total = scores["osc"][0] + scores["ptc"][0]
+        _, with_edges = adapter.holistic_losses(vg, tg, torch.arange(4), total)
+        graph, _, _ = adapter.holistic(vg, tg, torch.stack([torch.arange(4)] * 2, 1))
+        assert graph.cross_edge_index.shape[1] > 0
+        adapter.config.hsg_threshold = 2.0  # above any cosine: no cross-modal edge
+        _, without = adapter.holistic_losses(vg, tg, torch.arange(4), total)
+    assert not torch.allclose(with_edges.video, without.video) and not torch.allclose(with_edges.text, without.text)
+    assert with_edges.has_video.all() and with_edges.has_text.all()
+
+
+def test_a_caption_never_reaches_its_videos_embedding():
+    """Training sees pairs, but the video's embedding (student feature through the gate) depends on the video
+    alone: another caption gives the same video embedding."""
+    torch.manual_seed(0)
+    adapter = Finsta(FinstaConfig(dim=32, heads=4, slots=3), DIMS).train()
+    with torch.no_grad():
+        adapter.video_gate.weight.normal_()
+    video, text = paired_set()
+    other = text.replace(texts=list(reversed(CAPTIONS)))
+    outputs = [adapter(video, t, context(text_to_video=torch.arange(4), guidance=t)) for t in (text, other)]
+    assert torch.equal(outputs[0].video.frame_emb, outputs[1].video.frame_emb)
+    assert not torch.equal(outputs[0].losses["distill_video"], outputs[1].losses["distill_video"])
+
+
+def test_node_words_come_from_the_frozen_text_tower(tiny_backbone, monkeypatch):
+    model = vla.wrap(tiny_backbone, [{"type": "finsta", "dim": 32}])
+    adapter = model.adapters[0]
+    asked = []
+    frozen = model.frozen_text
+    monkeypatch.setattr(model, "frozen_text", lambda words: asked.append(list(words)) or frozen(words))
+    text = tiny_backbone.encode_text(["a cartoon character is talking"])
+    encoded = adapter.encode_text_graph(text, model._context().encode_text)
+    assert sorted(asked[0]) == ["cartoon", "character", "talking"]
+    expected = adapter.word_proj(tiny_backbone.encode_text(["cartoon", "character", "talking"]).text_emb)
+    words = adapter.word_features(["cartoon", "character", "talking"], frozen, "cpu")
+    assert torch.allclose(words, expected, atol=1e-6)
+    # other word vectors give other node states: the words' meaning enters through the tower
+    other = adapter.encode_text_graph(text, lambda words: TextFeatures(text_emb=frozen(words).text_emb.flip(0)))
+    assert not torch.allclose(encoded.nodes, other.nodes)
+
+
+def test_graph_nodes_carry_no_sentence_embedding():
+    """The TSG sees words and structure only: changing the caption's sentence embedding or token states
+    changes no node state (before, a projection of the sentence embedding was added to every node)."""
+    adapter = Finsta(FinstaConfig(dim=32, heads=4), DIMS)
+    _, text = paired_set()
+    scrambled = text.replace(text_emb=torch.randn_like(text.text_emb), token_states=torch.randn_like(text.token_states))
+    a, b = adapter.encode_text_graph(text, word_tower()), adapter.encode_text_graph(scrambled, word_tower())
+    assert torch.equal(a.nodes, b.nodes) and torch.equal(a.pooled, b.pooled)
+
+
+def test_same_words_in_other_roles_score_differently():
+    torch.manual_seed(0)
+    adapter = Finsta(FinstaConfig(dim=32, heads=4, slots=3), DIMS).eval()
+    video, _ = paired_set()
+    captions = ["the dog chases the cat", "the cat chases the dog"]
+    text = TextFeatures(text_emb=torch.zeros(2, 32), texts=captions)
+    tg = adapter.encode_text_graph(text, word_tower())
+    vg = adapter.encode_video_graph(video)
+    assert not torch.allclose(tg.pooled[0], tg.pooled[1])
+    scores = adapter.structural_scores(vg, tg)
+    assert not torch.allclose(scores["osc"][0][0], scores["osc"][0][1])
+    assert not torch.allclose(scores["ptc"][0][0], scores["ptc"][0][1])
+
+
+def train(adapter, video, text, parameters, steps):
+    ctx = context(text_to_video=torch.arange(4), guidance=text)
+    optimizer = torch.optim.Adam(parameters, lr=3e-3)
     history = []
-    for _ in range(30):
+    for _ in range(steps):
         losses = adapter(video, text, ctx).losses
         history.append({k: v.item() for k, v in losses.items()})
         optimizer.zero_grad()
         sum(losses.values()).backward()
         optimizer.step()
-    for name in ("osc", "ptc", "distill_video", "distill_text"):
+    return history
+
+
+@pytest.mark.slow
+def test_alignment_and_matching_losses_fall_on_a_tiny_paired_set():
+    torch.manual_seed(0)
+    adapter = Finsta(FinstaConfig(dim=32, heads=4, slots=3), DIMS).train()
+    video, text = paired_set()
+    history = train(adapter, video, text, adapter.parameters(), steps=25)
+    for name in ("osc", "ptc", "hsg"):
         assert history[-1][name] < 0.5 * history[0][name], (name, history[0][name], history[-1][name])
 
 
+@pytest.mark.slow
+def test_students_learn_the_graph_branchs_targets():
+    """With the graph branch held still, the graph-free students fit its (HSG-refined) targets."""
+    torch.manual_seed(0)
+    adapter = Finsta(FinstaConfig(dim=32, heads=4, slots=3), DIMS).train()
+    video, text = paired_set()
+    students = [*adapter.video_student.parameters(), *adapter.text_student.parameters()]
+    history = train(adapter, video, text, students, steps=25)
+    for name in ("distill_video", "distill_text"):
+        assert history[-1][name] < 0.5 * history[0][name], (name, history[0][name], history[-1][name])
+
+
+def test_weights_scale_the_losses():
+    video, text = paired_set()
+    results = []
+    for weight in (1.0, 2.0):
+        torch.manual_seed(0)
+        adapter = Finsta(FinstaConfig(dim=32, osc_weight=weight, ptc_weight=0.0, hsg_weight=weight), DIMS).train()
+        results.append(adapter(video, text, context(text_to_video=torch.arange(4), guidance=text)).losses)
+    assert torch.allclose(results[1]["osc"], 2 * results[0]["osc"]) and results[0]["ptc"] == 0
+    assert torch.allclose(results[1]["hsg"], 2 * results[0]["hsg"])
+
+
+def test_no_pairs_no_alignment():
+    """Candidates at evaluation, or a task without descriptions: no graph losses (and no graph built)."""
+    adapter = Finsta(FinstaConfig(dim=32, slots=3), DIMS).train()
+    video, text = paired_set()
+    out = adapter(video, text, context(task="multiple_choice", text_to_video=torch.arange(4)))
+    assert out.losses == {}
+
+
 def test_detections_through_the_context():
-    dims = BackboneDims(embed_dim=32, vision_width=24, text_width=24, grid=(4, 4), context_length=16, image_size=32)
-    adapter = Finsta(FinstaConfig(dim=32, slots=3, word_buckets=256, use_graphs_at_inference=True), dims).eval()
-    video, text = paired_set(dims)
+    adapter = Finsta(FinstaConfig(dim=32, slots=3, use_graphs_at_inference=True), DIMS).eval()
+    video, _ = paired_set()
     boxes = torch.tensor([0.0, 0.0, 0.5, 0.5]).expand(4, 4, 2, 4)
-    dsg = adapter.build_video_graph(video, {"boxes": boxes, "labels": torch.ones(4, 4, 2, dtype=torch.long)})
+    labels = torch.tensor([0, -1]).expand(4, 4, 2)
+    detections = {"boxes": boxes, "labels": labels, "label_names": ["person", "dog"]}
+    dsg = adapter.build_video_graph(video, detections)
     assert dsg.x.shape[:3] == (4, 4, 2) and dsg.labels is not None
-    out = adapter(video, None, AdapterContext(extras={"detections": {"boxes": boxes}}))
+    out = adapter(video, None, context(extras={"detections": detections}))
     assert out.video.frame_emb.shape == video.frame_emb.shape
+    with pytest.raises(FeatureShapeError, match="label_names"):
+        adapter(video, None, context(extras={"detections": {"boxes": boxes, "labels": labels}}))
 
 
 def test_clear_errors_on_missing_inputs():
-    dims = BackboneDims(embed_dim=32, vision_width=24, text_width=24, grid=(4, 4), context_length=16, image_size=32)
-    adapter = Finsta(FinstaConfig(dim=32, slots=3, word_buckets=256), dims).train()
-    video, text = paired_set(dims)
-    ctx = AdapterContext(text_to_video=torch.arange(4))
+    adapter = Finsta(FinstaConfig(dim=32, slots=3), DIMS).train()
+    video, text = paired_set()
+    ctx = context(text_to_video=torch.arange(4))
     with pytest.raises(FeatureShapeError, match="TextFeatures.texts"):
         adapter(video, text.replace(texts=None), ctx)
     with pytest.raises(FeatureShapeError, match="patch_tokens"):
         adapter(video.replace(patch_tokens=None, grid=None), text, ctx)
+    with pytest.raises(FeatureShapeError, match="frozen text tower"):
+        adapter(video, text, AdapterContext(text_to_video=torch.arange(4)))
     with pytest.raises(ValueError, match="divisible"):
-        Finsta(FinstaConfig(dim=30, heads=4), dims)
+        Finsta(FinstaConfig(dim=30, heads=4), DIMS)
 
 
 def test_save_load_round_trip(tmp_path, frames, texts):

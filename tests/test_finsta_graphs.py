@@ -1,156 +1,188 @@
-"""Finsta scene graphs: the rule-based caption parser, TSG batching, the patch-slot DSG, detections, HSG."""
+"""Finsta scene graphs: TSG structure and batching, tracked DSG slots (a moving object keeps its slot), padded
+frames, detections, and the HSG's cross-modal edges."""
 
+import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("torch_geometric")
 
-from vl_adapters.adapters.finsta.holistic import build_holistic, cross_modal_edges  # noqa: E402
-from vl_adapters.adapters.finsta.text_graph import (  # noqa: E402
-    EDGE_TYPES,
-    NODE_TYPES,
-    RuleBasedParser,
-    TextGraphBuilder,
-    get_parser,
-    to_networkx,
-)
+import vl_adapters as vla  # noqa: E402
+from vl_adapters.adapters.finsta.holistic import build_holistic, subgraphs  # noqa: E402
+from vl_adapters.adapters.finsta.parser import RuleBasedParser, get_parser  # noqa: E402
+from vl_adapters.adapters.finsta.text_graph import EDGE_TYPES, NODE_TYPES, TextGraphBuilder, to_networkx  # noqa: E402
 from vl_adapters.adapters.finsta.video_graph import dsg_from_detections, dsg_from_patches  # noqa: E402
+from vl_adapters.data.synthetic import ShapeObject, render_objects  # noqa: E402
 
 pytestmark = pytest.mark.graph
-
-# caption -> (objects with attributes, (subject, predicate, object) triples, predicate attributes, event times)
-CAPTIONS = [
-    ("a red circle moves left, then a blue square appears",
-     [("circle", ["red"]), ("square", ["blue"])],
-     [("circle", "moves", None), ("square", "appears", None)], [["left"], []], [0, 1]),
-    ("the green triangle turns yellow after the red square disappears",
-     [("triangle", ["green"]), ("square", ["red"])],
-     [("triangle", "turns", None), ("square", "disappears", None)], [["yellow"], []], [1, 0]),
-    ("first the white square moves down, then the purple circle moves right",
-     [("square", ["white"]), ("circle", ["purple"])],
-     [("square", "moves", None), ("circle", "moves", None)], [["down"], ["right"]], [0, 1]),
-    ("a red circle, a blue square and a green triangle",
-     [("circle", ["red"]), ("square", ["blue"]), ("triangle", ["green"])], [], [], []),
-    ("a red circle at the top left and a blue square in the centre",
-     [("circle", ["red"]), ("left", ["top"]), ("square", ["blue"]), ("centre", [])],
-     [("circle", "at", "left"), ("square", "in", "centre")], [[], []], [0, 1]),
-    ("a man is driving a car down the road",
-     [("man", []), ("car", []), ("road", [])],
-     [("man", "driving", "car"), ("man", "down", "road")], [[], []], [0, 0]),
-    ("a woman with a hat slices a tomato quickly",
-     [("woman", []), ("hat", []), ("tomato", [])],
-     [("woman", "with", "hat"), ("woman", "slices", "tomato")], [[], ["quickly"]], [0, 0]),
-    ("two men play tennis in a court",
-     [("men", []), ("tennis", []), ("court", [])],
-     [("men", "play", "tennis"), ("men", "in", "court")], [[], []], [0, 0]),
-]
-
-
-@pytest.mark.parametrize(("caption", "objects", "triples", "modifiers", "times"), CAPTIONS)
-def test_rule_parser_table(caption, objects, triples, modifiers, times):
-    parsed = RuleBasedParser()(caption)
-    assert parsed.objects == objects
-    assert parsed.triples() == triples
-    assert [r[3] for r in parsed.relations] == modifiers
-    assert [r[4] for r in parsed.relations] == times
 
 
 def test_graph_nodes_edges_and_cache():
     graph = to_networkx(RuleBasedParser()("the green triangle turns yellow after the red square disappears"))
     kinds = sorted(graph.nodes[n]["kind"] for n in graph.nodes)
     assert kinds.count("object") == 2 and kinds.count("attribute") == 2 and kinds.count("predicate") == 2
-    assert kinds.count("predicate_attribute") == 1 and kinds.count("sentence") == 1
+    assert kinds.count("predicate_attribute") == 1 and set(kinds) <= set(NODE_TYPES)
     words = {n: graph.nodes[n]["word"] for n in graph.nodes}
     before = [(words[u], words[v]) for u, v, k in graph.edges(data="kind") if k == "before"]
     assert before == [("disappears", "turns")]  # "after" puts the second clause first
-    builder = TextGraphBuilder("rule", buckets=97)
+    builder = TextGraphBuilder("rule")
     texts = ["a man is driving a car", "a red circle moves left", "a man is driving a car"]
     batch = builder(texts)
     assert batch.num_graphs == 3 and builder._data.cache_info().misses == 2
     assert int(batch.edge_index.max()) < batch.num_nodes
     assert batch.edge_type.max() < 2 * len(EDGE_TYPES) and batch.node_type.max() < len(NODE_TYPES)
-    # an edge and its reverse come in pairs
-    assert batch.edge_index.shape[1] % 2 == 0
+    assert batch.edge_index.shape[1] % 2 == 0  # an edge and its reverse come in pairs
+    # node words index the builder's vocabulary; ids never change as it grows
+    assert [builder.words[i] for i in batch.word[batch.batch == 0].tolist()] == ["man", "car", "driving"]
+    builder(["a blue square appears"])
+    assert [builder.words[i] for i in builder(texts).word[:3].tolist()] == ["man", "car", "driving"]
     with pytest.raises(TypeError, match="list of caption strings"):
         builder("not a list")
     with pytest.raises(ValueError, match="parser must be"):
         get_parser("nltk")
 
 
-def moving_object_tokens(frames=4, grid=(6, 6), channels=16, seed=0):
-    """Background + a still object A at (1, 1) + an object B moving one column right per frame along row 4."""
+def test_same_words_in_other_roles_make_another_graph():
+    parser = RuleBasedParser()
+    chases = lambda text: {(graph.nodes[u]["word"], k, graph.nodes[v]["word"])  # noqa: E731
+                           for graph in [to_networkx(parser(text))] for u, v, k in graph.edges(data="kind")}
+    dog_first, cat_first = chases("the dog chases the cat"), chases("the cat chases the dog")
+    assert ("dog", "subject_of", "chases") in dog_first and ("chases", "object_of", "cat") in dog_first
+    assert dog_first != cat_first
+
+
+def tokens_with_a_moving_object(frames=8, grid=(7, 7), channels=32, seed=0, noise=0.1):
+    """Background, a still object A, an object B (2x2 patches) moving right along rows 4-5, and an object C
+    that appears halfway: per-frame seeding gives C a slot only in the second half, which reshuffles slots."""
     g = torch.Generator().manual_seed(seed)
-    background, a, b = torch.randn(3, channels, generator=g) * 3
+    background, a, b, c = torch.randn(4, channels, generator=g) * 2
     gh, gw = grid
-    tokens = background.expand(frames, gh, gw, channels).clone() + 0.05 * torch.randn(frames, gh, gw, channels, generator=g)
-    b_cols = [1 + t for t in range(frames)]
+    tokens = background + noise * torch.randn(frames, gh, gw, channels, generator=g)
+    columns = []
+    noisy = lambda v, *shape: v + noise * torch.randn(*shape, channels, generator=g)  # noqa: E731
     for t in range(frames):
-        tokens[t, 1, 1] = a
-        tokens[t, 4, b_cols[t]] = b
-    return tokens.reshape(1, frames, gh * gw, channels), a, b, b_cols
+        tokens[t, 1, 1] = noisy(a)
+        column = 1 + t * (gw - 3) // (frames - 1)
+        tokens[t, 4:6, column:column + 2] = noisy(b, 2, 2)
+        if t >= frames // 2:
+            tokens[t, 0, 5:7] = noisy(c, 2)
+        columns.append((column + 1) / gw)  # centre of B's 2x2 block, in [0, 1]
+    return tokens.reshape(1, frames, gh * gw, channels), b, torch.tensor(columns)
 
 
-def slot_of(dsg, vector):
-    """[T] index of the slot whose mean token is closest to `vector` in each frame."""
-    return torch.nn.functional.cosine_similarity(dsg.x[0], vector, dim=-1).argmax(-1)
-
-
-def test_dsg_temporal_edges_follow_the_moving_object():
-    tokens, a, b, b_cols = moving_object_tokens()
-    frames, grid, k = tokens.shape[1], (6, 6), 3
-    dsg = dsg_from_patches(tokens, grid, torch.ones(1, frames, dtype=torch.bool), slots=k)
-    slot_a, slot_b = slot_of(dsg, a), slot_of(dsg, b)
-    for t in range(frames):
-        assert slot_a[t] != slot_b[t]
-        # centroid of B's slot is at B's patch centre (y, x)
-        expected = torch.tensor([(4 + 0.5) / 6, (b_cols[t] + 0.5) / 6])
-        assert torch.allclose(dsg.pos[0, t, slot_b[t]], expected, atol=0.02)
+@pytest.mark.parametrize("seed", [0, 3, 5, 7])
+def test_a_moving_object_keeps_its_slot(seed):
+    tokens, b, columns = tokens_with_a_moving_object(seed=seed)
+    frames, k = tokens.shape[1], 4
+    dsg = dsg_from_patches(tokens, (7, 7), torch.ones(1, frames, dtype=torch.bool), slots=k)
+    slot = torch.nn.functional.cosine_similarity(dsg.x[0], b, dim=-1).argmax(-1)  # [T]: B's slot in each frame
+    assert (slot == slot[0]).all(), slot.tolist()
+    x = dsg.pos[0, torch.arange(frames), slot, 1]
+    assert (x[1:] >= x[:-1] - 0.02).all() and x[-1] - x[0] > 0.3  # its centroid follows B to the right
+    assert (x - columns).abs().max() < 0.15
+    # temporal edges and predecessors follow the slot; spatial edges stay within a frame
     edges = {tuple(e) for e in dsg.temporal_edge_index.t().tolist()}
-    node = lambda t, s: t * k + int(s)  # noqa: E731
-    for t in range(frames - 1):
-        assert (node(t, slot_b[t]), node(t + 1, slot_b[t + 1])) in edges
-        assert (node(t, slot_a[t]), node(t + 1, slot_a[t + 1])) in edges
-    # B's temporal edges move right (dx > 0), A's stay put; spatial edges stay within a frame
-    attr = dict(zip(map(tuple, dsg.temporal_edge_index.t().tolist()), dsg.temporal_edge_attr, strict=True))
-    assert attr[(node(0, slot_b[0]), node(1, slot_b[1]))][1] > 0.1
-    assert attr[(node(0, slot_a[0]), node(1, slot_a[1]))][:3].abs().max() < 0.02
+    s = int(slot[0])
+    assert all((t * k + s, (t + 1) * k + s) in edges for t in range(frames - 1))
+    assert (dsg.predecessor[0, 1:, s] == s).all()
     assert torch.equal(dsg.spatial_edge_index[0] // k, dsg.spatial_edge_index[1] // k)
     assert dsg.spatial_edge_index.shape[1] == frames * k * (k - 1)
-    # the predecessor of B's slot at t+1 is B's slot at t
-    assert all(dsg.predecessor[0, t + 1, slot_b[t + 1]] == slot_b[t] for t in range(frames - 1))
+
+
+def rendered_scenes(size, frames=8, count=12, seed=0):
+    """Rendered videos of one shape crossing the frame (left to right or back), a still white square, and in
+    some videos a shape that appears halfway or a recolouring of the mover: frames [1,T,3,H,W], truth [T,2]."""
+    rng = np.random.default_rng(seed)
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073])[:, None, None]
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711])[:, None, None]
+    for s in range(count):
+        shape, colour = ["circle", "square", "triangle"][s % 3], ["red", "green", "blue", "yellow"][s % 4]
+        y = rng.uniform(0.2, 0.8) * size
+        xs = np.linspace(0.2 * size, 0.8 * size, frames)[:: 1 if s % 2 else -1]
+        still_y = (0.15 if y > size / 2 else 0.85) * size
+        images, truth = [], []
+        for t in range(frames):
+            objects = [ShapeObject("square", "white", size * 0.5, still_y)]
+            if s % 4 == 1 and t >= frames // 2:
+                objects.append(ShapeObject("triangle", "purple", size * 0.2, still_y))
+            mover = "purple" if s % 4 == 3 and t >= frames // 2 else colour
+            objects.append(ShapeObject(shape, mover, float(xs[t]), y))
+            images.append(render_objects(objects, size, radius=max(3, size // 10)))
+            truth.append([y / size, xs[t] / size])
+        video = torch.tensor(np.stack(images)).permute(0, 3, 1, 2).float() / 255
+        yield ((video - mean) / std)[None], torch.tensor(truth, dtype=torch.float32)
+
+
+def test_slots_track_rendered_shapes_through_a_real_backbone():
+    """Rendered videos through the tiny backbone trained on the synthetic data: in each frame, the slot whose
+    centroid is nearest the moving shape should be the same slot all along. Per-frame seeding (before this
+    change) kept it in 55% of frames and never for a whole video; tracked slots keep it in 88% (9 of 12)."""
+    backbone = vla.load_backbone("tiny:synthetic", device="cpu")
+    videos, truths = zip(*rendered_scenes(backbone.dims.image_size), strict=True)
+    with torch.no_grad():
+        features = backbone.encode_video(torch.cat(videos))
+    mask = torch.ones(features.batch_size, features.num_frames, dtype=torch.bool)
+    dsg = dsg_from_patches(features.patch_tokens.float(), features.grid, mask, slots=4)
+    nearest = (dsg.pos - torch.stack(truths)[:, :, None]).norm(dim=-1).argmin(-1)  # [videos, T]
+    kept = (nearest == nearest.mode(-1).values[:, None]).float().mean(-1)
+    assert kept.mean() >= 0.8 and (kept == 1).sum() >= 6, kept
 
 
 def test_dsg_padded_frames_have_no_edges():
-    tokens, *_ = moving_object_tokens()
+    tokens, *_ = tokens_with_a_moving_object(frames=4)
     mask = torch.tensor([[True, True, False, False]])
-    dsg = dsg_from_patches(tokens, (6, 6), mask, slots=3)
+    dsg = dsg_from_patches(tokens, (7, 7), mask, slots=3)
     assert int(dsg.spatial_edge_index.max()) < 2 * 3 and int(dsg.temporal_edge_index.max()) < 2 * 3
     assert dsg.temporal_edge_index.shape[1] == 3
+    # padded frames do not pull the slots: the real frames' graph is the same with any padding content
+    noisy = tokens.clone()
+    noisy[:, 2:] = torch.randn_like(noisy[:, 2:]) * 10
+    assert torch.allclose(dsg_from_patches(noisy, (7, 7), mask, slots=3).x[:, :2], dsg.x[:, :2], atol=1e-5)
 
 
 def test_detection_hook():
-    tokens, a, b, b_cols = moving_object_tokens()
+    tokens, *_ = tokens_with_a_moving_object(frames=4)
     frames = tokens.shape[1]
     boxes = torch.zeros(1, frames, 2, 4)
     for t in range(frames):
-        boxes[0, t, 0] = torch.tensor([1 / 6, 1 / 6, 2 / 6, 2 / 6])  # A, (x0, y0, x1, y1)
-        boxes[0, t, 1] = torch.tensor([b_cols[t] / 6, 4 / 6, (b_cols[t] + 1) / 6, 5 / 6])  # B
-    dsg = dsg_from_detections(tokens, (6, 6), torch.ones(1, frames, dtype=torch.bool), boxes,
+        boxes[0, t, 0] = torch.tensor([1 / 7, 1 / 7, 2 / 7, 2 / 7])  # A, (x0, y0, x1, y1)
+        boxes[0, t, 1] = torch.tensor([0.5, 4 / 7, 0.7, 6 / 7])
+    dsg = dsg_from_detections(tokens, (7, 7), torch.ones(1, frames, dtype=torch.bool), boxes,
                               labels=torch.tensor([[[3, 7]] * frames]))
-    assert torch.allclose(dsg.x[0, :, 1], b.expand(frames, -1), atol=0.2)
     assert sorted(map(tuple, dsg.temporal_edge_index.t().tolist())) == [(t * 2 + s, (t + 1) * 2 + s)
                                                                       for t in range(frames - 1) for s in (0, 1)]
     with pytest.raises(ValueError, match="boxes must be"):
-        dsg_from_detections(tokens, (6, 6), torch.ones(1, frames, dtype=torch.bool), boxes[..., :2])
+        dsg_from_detections(tokens, (7, 7), torch.ones(1, frames, dtype=torch.bool), boxes[..., :2])
 
 
-def test_holistic_cross_edges_link_matching_nodes_of_the_paired_video():
-    slots = torch.eye(4)[None].repeat(2, 1, 1)  # 2 videos x 4 slots, one-hot features
-    slots[1] = torch.eye(4).roll(1, 0)
-    objects = torch.tensor([[1.0, 0, 0, 0], [0, 0, 1.0, 0]])  # text 0's object, text 1's object
-    obj, slot, sim = cross_modal_edges(objects, torch.tensor([0, 1]), slots, torch.tensor([0, 1]), 0.5)
-    assert obj.tolist() == [0, 1] and slot.tolist() == [0, 4 + 3] and torch.allclose(sim, torch.ones(2))
-    # video 1 also has a slot equal to text 0's object (flat 5), but text 0 is paired with video 0
-    graph = build_holistic(objects, torch.zeros(2, 0, dtype=torch.long), torch.tensor([0, 1]), torch.tensor([0, 1]),
-                           slots.reshape(8, 4), torch.zeros(2, 0, dtype=torch.long), 4, torch.tensor([0, 1]), 0.5)
-    assert graph.cross_edge_index.tolist() == [[0, 1], [2, 2 + 7]] and graph.edge_index.shape[1] == 4
+def test_subgraph_copies_renumber_edges():
+    node_graph = torch.tensor([0, 0, 1, 1, 1])
+    edge_index = torch.tensor([[2, 0, 3], [3, 1, 4]])  # graph 1: 2->3, 3->4; graph 0: 0->1
+    nodes, pick, edges, renumbered = subgraphs(node_graph, edge_index, 2, torch.tensor([1, 0, 1]))
+    assert nodes.tolist() == [2, 3, 4, 0, 1, 2, 3, 4] and pick.tolist() == [0, 0, 0, 1, 1, 2, 2, 2]
+    assert renumbered.t().tolist() == [[0, 1], [1, 2], [3, 4], [5, 6], [6, 7]]
+    assert torch.equal(nodes[renumbered], edge_index[:, edges])
+
+
+def test_holistic_cross_edges_link_each_object_to_its_best_slot_in_the_paired_video():
+    d, t, k = 4, 3, 2
+    text_nodes = torch.eye(d)[:3]  # caption 0: object (e0) + predicate (e1); caption 1: object (e2)
+    text_graph, objects = torch.tensor([0, 0, 1]), torch.tensor([True, False, True])
+    video = torch.zeros(2, t, k, d)
+    video[0, :, 1, 0] = 1.0  # video 0: slot 1 looks like caption 0's object in every frame
+    video[1, :, 0, 2] = 1.0  # video 1: slot 0 looks like caption 1's object
+    video[1, :, 1, 0] = 1.0  # ... and slot 1 like caption 0's object, but caption 0 is paired with video 0
+    frame_mask = torch.tensor([[True, True, False], [True, True, True]])
+    none = torch.zeros(2, 0, dtype=torch.long)
+    graph = build_holistic(text_nodes, text_graph, none, torch.zeros(0, d), objects, video, none, torch.zeros(0, d),
+                           frame_mask, text_nodes, video, torch.tensor([[0, 0], [1, 1]]), 0.5, num_texts=2)
+    n_text = graph.num_text_nodes
+    assert n_text == 3 and graph.text_pair.tolist() == [0, 0, 1]
+    cross = sorted(map(tuple, graph.cross_edge_index.t().tolist()))
+    # caption 0's object -> slot 1 of video 0 in its 2 real frames; caption 1's object -> slot 0 of video 1 x3
+    expected = [(0, n_text + f * k + 1) for f in range(2)] + [(2, n_text + t * k + f * k) for f in range(3)]
+    assert cross == sorted(expected)
+    # a threshold above any cosine removes every cross edge (the ablation)
+    ablated = build_holistic(text_nodes, text_graph, none, torch.zeros(0, d), objects, video, none, torch.zeros(0, d),
+                             frame_mask, text_nodes, video, torch.tensor([[0, 0], [1, 1]]), 2.0, num_texts=2)
+    assert ablated.cross_edge_index.shape[1] == 0 and ablated.edge_index.shape[1] == 0

@@ -1,19 +1,21 @@
-"""Finsta graph encoders: messages flow only along edges, the frame memory is causal, STGD vanishes on a
-static video."""
+"""Finsta graph encoders and scores: messages flow only along edges, the frame memory is causal and its update
+depends on the memory it carries (MART), STGD vanishes on a static video, the HSG encoder mixes modalities
+only along cross edges, and the temporal contrast sees the order of events."""
 
 import pytest
 import torch
 
 pytest.importorskip("torch_geometric")
 
+from vl_adapters.adapters.finsta.alignment import node_to_video_scores, ordered_interval_scores  # noqa: E402
 from vl_adapters.adapters.finsta.holistic import HolisticEncoder, build_holistic  # noqa: E402
 from vl_adapters.adapters.finsta.layers import (  # noqa: E402
+    FrameMemory,
     GraphTransformer,
     GraphTransformerLayer,
     RecurrentGraphTransformer,
     STGDLayer,
     gaussian_differential,
-    linear_scan,
 )
 
 pytestmark = pytest.mark.graph
@@ -73,14 +75,52 @@ def test_graph_transformer_stack_reaches_two_hops():
     assert torch.equal(out[0], moved_back[0])  # nothing flows against the edges
 
 
-def test_linear_scan_matches_the_recurrence():
-    g = torch.Generator().manual_seed(0)
-    gate, value = torch.rand(2, 5, 3, generator=g), torch.randn(2, 5, 3, generator=g)
-    memory, expected = torch.zeros(2, 3), []
-    for t in range(5):
-        memory = (1 - gate[:, t]) * value[:, t] + gate[:, t] * memory
-        expected.append(memory)
-    assert torch.allclose(linear_scan(gate, value), torch.stack(expected, 1), atol=1e-6)
+def test_last_layer_without_edge_outputs_has_no_edge_parameters():
+    stack = GraphTransformer(dim=DIM, layers=2, heads=4, last_edges=False)
+    assert stack.layers[0].edge_branch is not None and stack.layers[1].edge_branch is None
+    edge_index = torch.tensor([[0, 1], [1, 2]])
+    h, e = features(3), features(2, seed=1)
+    _, e_out = stack.layers[1](h, edge_index, e)
+    assert e_out is e
+
+
+def test_memory_update_depends_on_the_memory_it_carries():
+    """MART: c_t and z_t are functions of M_{t-1} as well as of the frame (before: of the frame only)."""
+    torch.manual_seed(0)
+    memory = FrameMemory(dim=DIM)
+    nodes = torch.randn(2, 3, DIM)
+    keys, values = memory.key_value(nodes).chunk(2, dim=-1)
+    m1, m2 = torch.randn(2, DIM), torch.randn(2, DIM)
+    c1, z1, _ = memory.step(m1, keys, values)
+    c2, z2, _ = memory.step(m2, keys, values)
+    assert not torch.allclose(c1, c2) and not torch.allclose(z1, z2)
+    # the attention read of the frame is queried by the memory too
+    summary = lambda m: torch.einsum("bk,bkd->bd", torch.einsum(  # noqa: E731
+        "bd,bkd->bk", memory.query(m), keys).softmax(-1), values)
+    assert not torch.allclose(summary(m1), summary(m2))
+
+
+def test_recurrence_is_not_a_fixed_linear_carry():
+    """Black-box: perturb frame 0 of a graph with no temporal edges. With gates that ignore the memory (the
+    old linear scan), the memory change at t=2 is the change at t=1 times a gate that does not depend on the
+    perturbation, so the ratio is the same for any perturbation; here it is not."""
+    torch.manual_seed(0)
+    b, t, k = 1, 3, 2
+    block = RecurrentGraphTransformer(dim=DIM, layers=1, heads=4).eval()
+    edge_index = torch.tensor([[f * k + 1 for f in range(t)] + [f * k for f in range(t)],
+                               [f * k for f in range(t)] + [f * k + 1 for f in range(t)]])  # spatial only
+    h, e = features(b * t * k), features(edge_index.shape[1], seed=1)
+    mask = torch.ones(b, t, dtype=torch.bool)
+    _, _, base = block(h, edge_index, e, frames=(b, t, k), frame_mask=mask)
+    ratios = []
+    for scale in (1.0, 4.0):
+        moved = h.clone()
+        moved[:k] += scale * features(k, seed=2)
+        _, _, memory = block(moved, edge_index, e, frames=(b, t, k), frame_mask=mask)
+        delta = memory - base
+        assert delta[:, 1].abs().min() > 1e-6
+        ratios.append(delta[:, 2] / delta[:, 1])
+    assert not torch.allclose(ratios[0], ratios[1], rtol=1e-2, atol=1e-3)
 
 
 def test_recurrent_graph_transformer_is_causal_and_follows_edges():
@@ -133,17 +173,65 @@ def test_gaussian_differential_is_zero_for_a_static_video():
 
 
 def test_holistic_encoder_only_mixes_along_cross_edges():
+    """Caption 0 = one object node; video 0 = 1 frame of 4 slots, slot 1 looking like the object: the object
+    reads slot 1 only, and slot 1 is the only video node that reads the object."""
     torch.manual_seed(0)
     encoder = HolisticEncoder(dim=DIM, layers=1, heads=4).eval()
-    text_x, video_x = features(2), features(4, seed=1)
-    video_x[1] = text_x[0] * 3  # slot 1 matches text object 0
-    graph = build_holistic(text_x, torch.zeros(2, 0, dtype=torch.long), torch.tensor([0, 1]), torch.tensor([0, 0]),
-                           video_x, torch.zeros(2, 0, dtype=torch.long), 4, torch.tensor([0]), 0.9)
-    assert graph.cross_edge_index.tolist() == [[0], [2 + 1]]
-    text_out, video_out = encoder(graph)
+    text_x, video_x = features(1), features(4, seed=1)
+    video_x[1] = text_x[0] * 3
+
+    def encode(video):
+        none = torch.zeros(2, 0, dtype=torch.long)
+        graph = build_holistic(text_x, torch.tensor([0]), none, torch.zeros(0, DIM), torch.tensor([True]),
+                               video.view(1, 1, 4, DIM), none, torch.zeros(0, DIM), torch.ones(1, 1, dtype=torch.bool),
+                               text_x, video.view(1, 1, 4, DIM), torch.tensor([[0, 0]]), 0.9, num_texts=1)
+        return graph, *encoder(graph)
+
+    graph, text_out, video_out = encode(video_x)
+    assert graph.cross_edge_index.tolist() == [[0], [1 + 1]]
     changed = video_x.clone()
     changed[1] += 1.0
-    graph2 = build_holistic(text_x, torch.zeros(2, 0, dtype=torch.long), torch.tensor([0, 1]), torch.tensor([0, 0]),
-                            changed, torch.zeros(2, 0, dtype=torch.long), 4, torch.tensor([0]), 0.9)
-    text_out2, _ = encoder(graph2)
-    assert not torch.allclose(text_out[0], text_out2[0]) and torch.equal(text_out[1], text_out2[1])
+    _, text_moved, _ = encode(changed)
+    assert not torch.allclose(text_out[0], text_moved[0])  # the object reads slot 1
+    changed = video_x.clone()
+    changed[2] += 1.0
+    _, text_other, video_other = encode(changed)
+    assert torch.equal(text_out, text_other)  # slot 2 has no cross edge
+    assert torch.equal(video_out[[0, 3]], video_other[[0, 3]])
+
+
+def test_ptc_sees_the_order_of_events():
+    """Two events, A then B, against a video whose first intervals look like A and last ones like B: the
+    caption in the right order scores higher than the same predicates in the other order (a max over windows
+    per predicate scored both alike)."""
+    a, b = torch.eye(DIM)[0], torch.eye(DIM)[1]
+    intervals = torch.stack([a, a, 0.5 * (a + b), b, b])[None]  # [1, W=5, d]
+    mask = torch.ones(1, 5, dtype=torch.bool)
+    nodes, graph = torch.stack([a, b]), torch.tensor([0, 0])
+    right, _ = ordered_interval_scores(nodes, graph, torch.tensor([0, 1]), 1, intervals, mask)
+    wrong, _ = ordered_interval_scores(nodes, graph, torch.tensor([1, 0]), 1, intervals, mask)
+    assert right.item() == pytest.approx(1.0) and wrong.item() < right.item() - 0.2
+    # simultaneous events (one time) fall back to the best interval of each, averaged
+    same, _ = ordered_interval_scores(nodes, graph, torch.tensor([0, 0]), 1, intervals, mask)
+    order_free, _ = node_to_video_scores(nodes, graph, 1, intervals, mask)
+    assert same.item() == pytest.approx(0.5 ** 0.5, abs=1e-4) and order_free.item() == pytest.approx(1.0)
+    # padded intervals are never used, and a caption with no predicates is marked as such
+    padded = mask.clone()
+    padded[0, 3:] = False
+    cut, has = ordered_interval_scores(nodes, graph, torch.tensor([0, 1]), 2, intervals, padded)
+    assert cut[0].item() == pytest.approx((1 + 0.5 ** 0.5) / 2, abs=1e-4) and has.tolist() == [True, False]
+
+
+def test_ptc_scores_a_batch_of_captions_and_videos():
+    g = torch.Generator().manual_seed(0)
+    nodes, intervals = torch.randn(5, DIM, generator=g), torch.randn(3, 4, DIM, generator=g)
+    graph, time = torch.tensor([0, 0, 1, 2, 2]), torch.tensor([0, 1, 0, 0, 1])
+    mask = torch.ones(3, 4, dtype=torch.bool)
+    scores, has = ordered_interval_scores(nodes, graph, time, 3, intervals, mask)
+    unit = torch.nn.functional.normalize
+    sims = unit(nodes, dim=-1) @ unit(intervals, dim=-1).transpose(1, 2)
+    for caption, (first, second) in ((0, (0, 1)), (2, (3, 4))):  # brute force over ordered window pairs
+        for video in range(3):
+            best = max(sims[video, first, i] + sims[video, second, j] for i in range(4) for j in range(i, 4)) / 2
+            assert scores[caption, video].item() == pytest.approx(best.item(), abs=1e-5)
+    assert torch.allclose(scores[1], sims[:, 2].amax(-1)) and has.all()

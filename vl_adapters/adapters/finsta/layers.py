@@ -18,19 +18,23 @@ class GraphTransformerLayer(MessagePassing):
     Per head and edge j -> i: w_ij = (Q h_i * K h_j / sqrt(d)) * E e_ij (a vector); score = clamp(sum w_ij);
     alpha = softmax of the scores over i's incoming edges; h_i' = O_h(concat_heads sum_j alpha_ij V h_j);
     e_ij' = O_e(concat_heads w_ij); then residual + LayerNorm, FFN, residual + LayerNorm on both.
-    A node with no incoming edge aggregates zero, so its update depends on itself alone."""
+    A node with no incoming edge aggregates zero, so its update depends on itself alone. With
+    update_edges=False (the last layer of a stack whose edge states nothing reads) e is returned as given
+    and the edge branch has no parameters."""
 
-    def __init__(self, *, dim: int, heads: int = 4, dropout: float = 0.0, clamp: float = 5.0) -> None:
+    def __init__(self, *, dim: int, heads: int = 4, dropout: float = 0.0, clamp: float = 5.0,
+                 update_edges: bool = True) -> None:
         super().__init__(aggr="add", node_dim=0)
         if dim % heads:
             raise ValueError(f"GraphTransformerLayer: dim={dim} must be divisible by heads={heads}")
         self.heads, self.head_dim, self.clamp = heads, dim // heads, clamp
         self.q, self.k, self.v, self.e = (nn.Linear(dim, dim) for _ in range(4))
-        self.out_node, self.out_edge = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.out_node = nn.Linear(dim, dim)
         self.norm_node1, self.norm_node2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.norm_edge1, self.norm_edge2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.ffn_node = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
-        self.ffn_edge = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.edge_branch = nn.ModuleDict(dict(
+            out=nn.Linear(dim, dim), norm1=nn.LayerNorm(dim), norm2=nn.LayerNorm(dim),
+            ffn=nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)))) if update_edges else None
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, h: Tensor, edge_index: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
@@ -43,8 +47,10 @@ class GraphTransformerLayer(MessagePassing):
         agg = self.propagate(edge_index, v=v, alpha=alpha, size=(h.shape[0], h.shape[0]))  # [n, H, d]
         h = self.norm_node1(h + self.dropout(self.out_node(rearrange(agg, "n h d -> n (h d)"))))
         h = self.norm_node2(h + self.dropout(self.ffn_node(h)))
-        e = self.norm_edge1(e + self.dropout(self.out_edge(rearrange(w, "m h d -> m (h d)"))))
-        e = self.norm_edge2(e + self.dropout(self.ffn_edge(e)))
+        if self.edge_branch is not None:
+            edge = self.edge_branch
+            e = edge["norm1"](e + self.dropout(edge["out"](rearrange(w, "m h d -> m (h d)"))))
+            e = edge["norm2"](e + self.dropout(edge["ffn"](e)))
         return h, e
 
     def message(self, v_j: Tensor, alpha: Tensor) -> Tensor:
@@ -52,11 +58,14 @@ class GraphTransformerLayer(MessagePassing):
 
 
 class GraphTransformer(nn.Module):
-    """A stack of GraphTransformerLayer over one (batched) graph."""
+    """A stack of GraphTransformerLayer over one (batched) graph; `last_edges=False` when nothing reads the
+    edge states of the last layer."""
 
-    def __init__(self, *, dim: int, layers: int, heads: int = 4, dropout: float = 0.0) -> None:
+    def __init__(self, *, dim: int, layers: int, heads: int = 4, dropout: float = 0.0, last_edges: bool = True) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(GraphTransformerLayer(dim=dim, heads=heads, dropout=dropout) for _ in range(layers))
+        self.layers = nn.ModuleList(
+            GraphTransformerLayer(dim=dim, heads=heads, dropout=dropout, update_edges=last_edges or i < layers - 1)
+            for i in range(layers))
 
     def forward(self, h: Tensor, edge_index: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
         for layer in self.layers:
@@ -64,31 +73,52 @@ class GraphTransformer(nn.Module):
         return h, e
 
 
-def linear_scan(gate: Tensor, value: Tensor) -> Tensor:
-    """M_t = (1 - z_t) * c_t + z_t * M_{t-1}, M_{-1} = 0, for gate z [B,T,d] in (0,1] and value c [B,T,d],
-    without a Python loop over t: M_t = sum_{s<=t} (prod_{s<r<=t} z_r) (1 - z_s) c_s."""
-    t = gate.shape[1]
-    log_z = gate.clamp_min(1e-6).log().cumsum(1)  # L_t
-    decay = log_z[:, :, None] - log_z[:, None, :]  # [B, t, s, d] = L_t - L_s
-    causal = torch.ones(t, t, dtype=torch.bool, device=gate.device).tril()
-    weight = torch.where(causal[None, :, :, None], decay.clamp_max(0).exp(), torch.zeros_like(decay))
-    return torch.einsum("btsd,bsd->btd", weight, (1 - gate) * value)
+class FrameMemory(nn.Module):
+    """MART's gated memory carried across frames: per frame t, with the nodes H_t [B,K,d] and the memory
+    M_{t-1} [B,d], s_t = Attn(M_{t-1}, H_t, H_t); c_t = tanh(W_c M_{t-1} + U_c s_t); z_t = sigmoid(W_z M_{t-1}
+    + U_z s_t); M_t = (1 - z_t) c_t + z_t M_{t-1} (padded frames keep M_{t-1}). M_{-1} = 0.
+
+    Why a loop over frames: the update is non-linear in M_{t-1} (it sits inside tanh and sigmoid), so unlike
+    a linear gated recurrence it has no associative form and no parallel scan. What can be vectorised is: the
+    keys and values of all frames are computed at once outside the loop; each step is two [B,d]x[d,d]
+    matmuls, a softmax over K nodes and elementwise ops (benchmarks/finsta_cost.py measures the whole)."""
+
+    def __init__(self, *, dim: int) -> None:
+        super().__init__()
+        self.query, self.key_value = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim)
+        self.gates = nn.Linear(2 * dim, 2 * dim)  # [M_{t-1}; s_t] -> (candidate, update) pre-activations
+
+    def step(self, memory: Tensor, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One frame: memory [B,d], keys/values [B,K,d] -> (candidate c_t, gate z_t, M_t), each [B,d]."""
+        logits = torch.einsum("bd,bkd->bk", self.query(memory), keys) / math.sqrt(keys.shape[-1])
+        summary = torch.einsum("bk,bkd->bd", logits.softmax(-1), values)
+        candidate, update = self.gates(torch.cat([memory, summary], dim=-1)).chunk(2, dim=-1)
+        candidate, gate = torch.tanh(candidate), torch.sigmoid(update)
+        return candidate, gate, (1 - gate) * candidate + gate * memory
+
+    def forward(self, nodes: Tensor, frame_mask: Tensor) -> Tensor:
+        """nodes [B,T,K,d] -> memory after each frame [B,T,d]."""
+        keys, values = self.key_value(nodes).chunk(2, dim=-1)
+        memory = nodes.new_zeros(nodes.shape[0], nodes.shape[-1])
+        out = []
+        for t in range(nodes.shape[1]):
+            _, _, updated = self.step(memory, keys[:, t], values[:, t])
+            memory = torch.where(frame_mask[:, t, None], updated, memory)
+            out.append(memory)
+        return torch.stack(out, dim=1)
 
 
 class RecurrentGraphTransformer(nn.Module):
-    """R-GTrm block over a DSG (or HSG) whose nodes sit K per frame: graph Transformer layers over the edges
-    (spatial edges within frames, temporal coreference edges to the next frame), then a gated frame memory
-    carried across frames, which every node of frame t reads as M_{t-1}.
-
-    Memory (MART-like, made linear so it is a scan instead of a loop over frames): s_t = attention pool of
-    frame t's nodes; c_t = tanh(U s_t); z_t = sigmoid(U' s_t); M_t = (1 - z_t) c_t + z_t M_{t-1}; padded
-    frames keep the memory (z = 1). Nodes: h_t += W_read M_{t-1}."""
+    """R-GTrm block over a DSG whose nodes sit K per frame: graph Transformer layers over the edges (spatial
+    edges within frames, temporal coreference edges to the next frame), then the MART memory (FrameMemory)
+    carried across frames, which every node of frame t reads as M_{t-1}: h_t <- LayerNorm(h_t + W_read
+    M_{t-1})."""
 
     def __init__(self, *, dim: int, layers: int = 1, heads: int = 4, dropout: float = 0.0) -> None:
         super().__init__()
         self.graph = GraphTransformer(dim=dim, layers=layers, heads=heads, dropout=dropout)
-        self.pool_query = nn.Parameter(torch.zeros(dim))
-        self.candidate, self.update, self.read = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.memory = FrameMemory(dim=dim)
+        self.read = nn.Linear(dim, dim)
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, h: Tensor, edge_index: Tensor, e: Tensor, *, frames: tuple[int, int, int],
@@ -97,10 +127,7 @@ class RecurrentGraphTransformer(nn.Module):
         b, t, k = frames
         h, e = self.graph(h, edge_index, e)
         dense = rearrange(h, "(b t k) d -> b t k d", b=b, t=t, k=k)
-        pool = (dense @ self.pool_query).softmax(-1)  # [B,T,K]
-        summary = torch.einsum("btk,btkd->btd", pool, dense)
-        gate = torch.sigmoid(self.update(summary)).masked_fill(~frame_mask[..., None], 1.0)
-        memory = linear_scan(gate, torch.tanh(self.candidate(summary)))
+        memory = self.memory(dense, frame_mask)
         previous = torch.cat([torch.zeros_like(memory[:, :1]), memory[:, :-1]], dim=1)
         dense = self.norm(dense + self.read(previous)[:, :, None])
         return rearrange(dense, "b t k d -> (b t k) d"), e, memory

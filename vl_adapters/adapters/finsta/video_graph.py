@@ -1,8 +1,8 @@
 """Dynamic scene graphs (DSG) from patch tokens: K object slots per frame, spatial and temporal edges.
 
-No detector weights are assumed, so objects are soft clusters of a frame's patch tokens on features plus
-grid coordinates (soft k-means seeded by farthest-point sampling in feature space). All tensor ops over
-[frames, patches, slots]; the only Python loops run over the K seeds and the few refinement iterations.
+No detector weights are assumed, so objects are soft clusters of a video's patch tokens on features plus
+grid coordinates, tracked across frames (`track_slots`). All tensor ops over [frames, patches, slots]; the
+only Python loops run over the K seeds and the few refinement iterations.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor
 
 from ...core.features import FeatureShapeError
@@ -57,33 +56,50 @@ def grid_coordinates(grid: tuple[int, int], device=None) -> Tensor:
     return torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).reshape(gh * gw, 2)
 
 
-def group_patches(tokens: Tensor, coords: Tensor, *, slots: int, iters: int = 3, temperature: float = 0.1,
-                  coord_weight: float = 0.5) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """tokens [F,N,C], coords [N,2] -> assignment [F,N,K] (softmax over slots), slot mean token [F,K,C],
-    centroid [F,K,2], mass [F,K]. Differentiable in the tokens (seeds are picked without gradient)."""
-    frames, n, _ = tokens.shape
+def track_slots(tokens: Tensor, coords: Tensor, frame_mask: Tensor, *, slots: int, iters: int = 3,
+                temperature: float = 0.1, coord_weight: float = 0.5, smoothing: float = 2.0
+                ) -> tuple[Tensor, Tensor, Tensor]:
+    """Soft k-means over a whole video whose K slots keep their identity across frames.
+
+    tokens [B,T,N,C], coords [N,2], frame_mask [B,T] -> slot mean token [B,T,K,C], centroid [B,T,K,2],
+    mass [B,T,K]. All frames start from the same K seeds (farthest-point sampling over the video's tokens,
+    so distinct regions get their own slot); each iteration assigns a frame's patches to slots by cosine to
+    the slot's appearance and squared grid distance to the slot's centroid in that frame, then sets a slot's
+    appearance to the mass-weighted mean of its per-frame means over neighbouring frames (a Gaussian of
+    `smoothing` frames). Slot k is thus the same region in every frame: a moving object keeps its slot while
+    its centroid follows it, and a slow change of appearance (a recolouring) is followed too. The only Python
+    loops run over the K seeds and the iterations, never over frames."""
+    b, t, n, _ = tokens.shape
     k = min(slots, n)
     unit = F.normalize(tokens, dim=-1)
-    with torch.no_grad():  # farthest-point seeds: distinct feature clusters get their own slot
-        first = (unit @ unit.mean(1, keepdim=True).transpose(1, 2)).squeeze(-1).argmin(1)
-        seeds = [first]
-        closest = 1 - (unit * unit[torch.arange(frames), first][:, None]).sum(-1)
+    real = frame_mask[..., None].expand(b, t, n).reshape(b, t * n)
+    flat = unit.reshape(b, t * n, -1)
+    with torch.no_grad():  # farthest-point seeds over the video's real tokens
+        mean = F.normalize((flat * real[..., None]).sum(1), dim=-1)
+        seeds = [torch.einsum("bmc,bc->bm", flat, mean).masked_fill(~real, float("inf")).argmin(1)]
+        picked = lambda m: flat[torch.arange(b, device=flat.device), m]  # noqa: E731
+        closest = (1 - torch.einsum("bmc,bc->bm", flat, picked(seeds[0]))).masked_fill(~real, float("-inf"))
         for _ in range(k - 1):
-            nxt = closest.argmax(1)
-            seeds.append(nxt)
-            closest = torch.minimum(closest, 1 - (unit * unit[torch.arange(frames), nxt][:, None]).sum(-1))
-        seeds = torch.stack(seeds, dim=1)  # [F, K]
-    centre = torch.gather(unit, 1, seeds[..., None].expand(-1, -1, unit.shape[-1]))
-    position = coords[seeds]  # [F, K, 2]
-    for _ in range(iters):
-        logits = torch.einsum("fnc,fkc->fnk", unit, F.normalize(centre, dim=-1)) / temperature
-        logits = logits - coord_weight * torch.cdist(coords.expand(frames, -1, -1), position).square() / temperature
-        assign = logits.softmax(-1)  # [F, N, K]
-        weight = assign / assign.sum(1, keepdim=True).clamp_min(1e-6)
-        centre = torch.einsum("fnk,fnc->fkc", weight, unit)
-        position = torch.einsum("fnk,nd->fkd", weight, coords)
-    mean_token = torch.einsum("fnk,fnc->fkc", weight, tokens)
-    return assign, mean_token, position, assign.mean(1)
+            seeds.append(closest.argmax(1))
+            closest = torch.minimum(closest, 1 - torch.einsum("bmc,bc->bm", flat, picked(seeds[-1])))
+    centre = torch.stack([picked(m) for m in seeds], dim=1)[:, None].expand(b, t, k, -1)  # [B,T,K,C]
+    frames = torch.arange(t, device=tokens.device, dtype=tokens.dtype)
+    kernel = torch.exp(-(frames[:, None] - frames[None]).square() / (2 * max(smoothing, 1e-3) ** 2))  # [T,T]
+    kernel = kernel * frame_mask[:, None, :].to(tokens.dtype)  # [B,T,S]: real frames only
+    position = None
+    for _ in range(max(iters, 1)):
+        logits = torch.einsum("btnc,btkc->btnk", unit, F.normalize(centre, dim=-1)) / temperature
+        if position is not None:
+            distance = torch.cdist(coords.expand(b * t, -1, -1), position.reshape(b * t, k, 2)).view(b, t, n, k)
+            logits = logits - coord_weight * distance.square() / temperature
+        assign = logits.softmax(-1)  # [B,T,N,K]
+        weight = assign / assign.sum(2, keepdim=True).clamp_min(1e-6)
+        position = torch.einsum("btnk,nd->btkd", weight, coords)
+        mass = assign.mean(2)  # [B,T,K]
+        frame_centre = torch.einsum("btnk,btnc->btkc", weight, unit)
+        share = torch.einsum("bts,bsk->btsk", kernel, mass)
+        centre = torch.einsum("btsk,bskc->btkc", share, frame_centre) / share.sum(2)[..., None].clamp_min(1e-6)
+    return torch.einsum("btnk,btnc->btkc", weight, tokens), position, mass
 
 
 def pair_geometry(pos_a: Tensor, pos_b: Tensor, mass_a: Tensor, mass_b: Tensor, feat_a: Tensor, feat_b: Tensor,
@@ -105,10 +121,11 @@ def match_frames(x: Tensor, pos: Tensor, distance_weight: float) -> Tensor:
     return cos - distance_weight * torch.cdist(pos[:, :-1], pos[:, 1:])
 
 
-def build_graph(x: Tensor, pos: Tensor, mass: Tensor, frame_mask: Tensor, *, distance_weight: float = 1.0,
-                labels: Tensor | None = None) -> DynamicSceneGraph:
+def build_graph(x: Tensor, pos: Tensor, mass: Tensor, frame_mask: Tensor, *, tracked: bool = False,
+                distance_weight: float = 1.0, labels: Tensor | None = None) -> DynamicSceneGraph:
     """Edges for slots x [B,T,K,C] at pos [B,T,K,2]: every ordered pair within a real frame (spatial), and each
-    slot to its best match in the next real frame (temporal)."""
+    slot to the same object in the next real frame (temporal): slot k itself when the slots are `tracked`,
+    else its best match (feature cosine - distance_weight * centroid distance)."""
     b, t, k, _ = x.shape
     device = x.device
     node_id = torch.arange(b * t * k, device=device).view(b, t, k)
@@ -125,8 +142,12 @@ def build_graph(x: Tensor, pos: Tensor, mass: Tensor, frame_mask: Tensor, *, dis
                                  x[:, :, jj], x[:, :, ii], temporal=False)[keep]
     # temporal: slot at t -> argmax at t+1 (both frames real); predecessor: best match at t-1
     if t > 1:
-        score = match_frames(x, pos, distance_weight)  # [B,T-1,K,K]
-        best_next = score.argmax(-1)  # [B,T-1,K]
+        if tracked:
+            best_next = torch.arange(k, device=device).expand(b, t - 1, k)
+            best_prev = best_next
+        else:
+            score = match_frames(x, pos, distance_weight)  # [B,T-1,K,K]
+            best_next, best_prev = score.argmax(-1), score.argmax(-2)  # [B,T-1,K]; best_prev: j at t+1 <- i at t
         src_t = node_id[:, :-1]
         dst_t = torch.gather(node_id[:, 1:], 2, best_next)
         keep_t = (frame_mask[:, :-1] & frame_mask[:, 1:])[..., None].expand_as(src_t)
@@ -134,7 +155,6 @@ def build_graph(x: Tensor, pos: Tensor, mass: Tensor, frame_mask: Tensor, *, dis
         gather = lambda v: torch.gather(v[:, 1:], 2, best_next[..., None].expand(-1, -1, -1, v.shape[-1]))  # noqa: E731
         temporal_attr = pair_geometry(pos[:, :-1], gather(pos), mass[:, :-1],
                                       gather(mass[..., None])[..., 0], x[:, :-1], gather(x), temporal=True)[keep_t]
-        best_prev = score.argmax(-2)  # [B,T-1,K]: for slot j at t+1, best i at t
         first = torch.arange(k, device=device).expand(b, 1, k)
         predecessor = torch.cat([first, best_prev], dim=1)
         # a slot after a padded frame is its own predecessor
@@ -152,16 +172,14 @@ def build_graph(x: Tensor, pos: Tensor, mass: Tensor, frame_mask: Tensor, *, dis
 
 
 def dsg_from_patches(patch_tokens: Tensor, grid: tuple[int, int], frame_mask: Tensor, *, slots: int, iters: int = 3,
-                     temperature: float = 0.1, coord_weight: float = 0.5, distance_weight: float = 1.0) -> DynamicSceneGraph:
-    """patch_tokens [B,T,N,C] -> DSG with K = min(slots, N) slot nodes per frame."""
+                     temperature: float = 0.1, coord_weight: float = 0.5, smoothing: float = 2.0) -> DynamicSceneGraph:
+    """patch_tokens [B,T,N,C] -> DSG with K = min(slots, N) tracked slot nodes per frame."""
     if patch_tokens is None:
         raise FeatureShapeError("finsta: the DSG needs VideoFeatures.patch_tokens [B,T,N,C] (and grid)")
-    b, t = patch_tokens.shape[:2]
     coords = grid_coordinates(grid, patch_tokens.device)
-    _, x, pos, mass = group_patches(rearrange(patch_tokens, "b t n c -> (b t) n c"), coords, slots=slots,
-                                    iters=iters, temperature=temperature, coord_weight=coord_weight)
-    unflat = lambda v: rearrange(v, "(b t) k ... -> b t k ...", b=b, t=t)  # noqa: E731
-    return build_graph(unflat(x), unflat(pos), unflat(mass), frame_mask, distance_weight=distance_weight)
+    x, pos, mass = track_slots(patch_tokens, coords, frame_mask, slots=slots, iters=iters, temperature=temperature,
+                               coord_weight=coord_weight, smoothing=smoothing)
+    return build_graph(x, pos, mass, frame_mask, tracked=True)
 
 
 def dsg_from_detections(patch_tokens: Tensor, grid: tuple[int, int], frame_mask: Tensor, boxes: Tensor,
@@ -170,7 +188,8 @@ def dsg_from_detections(patch_tokens: Tensor, grid: tuple[int, int], frame_mask:
     labels [B,T,K] long or None. A node is the mean of the patch tokens whose centres fall in its box."""
     b, t, n, _ = patch_tokens.shape
     if boxes.ndim != 4 or boxes.shape[:2] != (b, t) or boxes.shape[-1] != 4:
-        raise FeatureShapeError(f"finsta detections: boxes must be [B={b}, T={t}, K, 4] (x0, y0, x1, y1), got {list(boxes.shape)}")
+        raise FeatureShapeError(
+            f"finsta detections: boxes must be [B={b}, T={t}, K, 4] (x0, y0, x1, y1), got {list(boxes.shape)}")
     coords = grid_coordinates(grid, patch_tokens.device)  # (y, x)
     y, x = coords[:, 0], coords[:, 1]
     inside = ((x >= boxes[..., 0:1]) & (x <= boxes[..., 2:3]) & (y >= boxes[..., 1:2]) & (y <= boxes[..., 3:4])).float()
