@@ -3,6 +3,7 @@
 from . import (
     fine_grained_alignment,  # noqa: F401
     lora,  # noqa: F401
+    salient_frames,  # noqa: F401
     st_adapter,  # noqa: F401
     tem_adapter,  # noqa: F401
     temporal_transformer,  # noqa: F401
