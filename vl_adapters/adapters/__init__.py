@@ -7,6 +7,7 @@ from . import (
     st_adapter,  # noqa: F401
     tem_adapter,  # noqa: F401
     temporal_transformer,  # noqa: F401
+    token_masking,  # noqa: F401
     trajectory_word,  # noqa: F401
 )
 
