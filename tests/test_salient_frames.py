@@ -162,3 +162,16 @@ def test_wrong_use_is_refused_with_the_reason(tiny_backbone):
     ctx = AdapterContext(guidance=TextFeatures(text_emb=torch.randn(3, DIM)))
     with pytest.raises(FeatureShapeError, match="one caption per video"):
         scorer(video, None, ctx)
+
+
+def test_the_evaluator_runs_it_end_to_end(tiny_backbone):
+    from _toy_data import ToyRetrievalDataset
+
+    from vl_adapters.train.evaluate import evaluate
+
+    dataset = ToyRetrievalDataset(6, num_frames=4)
+    torch.manual_seed(0)
+    alone = vla.wrap(tiny_backbone, ["trajectory_word"])
+    model = vla.wrap(tiny_backbone, [{"type": "salient_frames", "keep": 2}, "trajectory_word"])
+    _copy_cross(alone, model, "trajectory_word")
+    assert evaluate(model, dataset, batch_size=4, rerank_k=3) == evaluate(alone, dataset, batch_size=4, rerank_k=3)
