@@ -80,7 +80,7 @@ def main() -> None:
             m.score_pairs(text, encoded[k])
         for _ in range(args.repeats):
             for k, m in models.items():
-                times[k].append(timed(lambda m=m, k=k: m.score_pairs(text, encoded[k]), synced))
+                times[k].append(timed(lambda m=m, v=encoded[k]: m.score_pairs(text, v), synced))
                 if k in scorer:
                     part = next(a for a in m.adapters if a.name == "salient_frame_scorer")
                     scorer[k].append(timed(lambda part=part: part(video, None, AdapterContext()), synced))
@@ -95,7 +95,7 @@ def _shared(source, target) -> dict:
     """The cross adapter's weights of `source` under `target`'s keys (same adapter, other position)."""
     out = {}
     names = [a.name for a in target.adapters]
-    for i, adapter in enumerate(source.adapters):
+    for adapter in source.adapters:
         j = names.index(adapter.name)
         out.update({f"adapters.{j}.{k}": v for k, v in adapter.state_dict().items()})
     return out

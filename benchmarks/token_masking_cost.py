@@ -123,7 +123,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     default_videos = {"tiny": 16, "vit-b32": 32 if device == "cuda" else 2}
-    videos = dict(zip(args.backbones, args.videos)) if args.videos else default_videos
+    videos = dict(zip(args.backbones, args.videos, strict=True)) if args.videos else default_videos
     print(f"device {device}, torch {torch.__version__}, {args.frames} frames, median of {args.repeats} steps; "
           "ratios are against the same model with masking off")
     print("| backbone | adapter | videos | mask ratio | tokens into blocks | step (s) | time ratio | saved activations (MiB) | memory ratio | peak CUDA (MiB) |")

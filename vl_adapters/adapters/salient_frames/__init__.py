@@ -1,5 +1,5 @@
 from .adapter import SalientFrameFilter, SalientFrames, SalientFrameScorer
-from .config import SalientFrameFilterConfig, SalientFrameScorerConfig, SalientFramesConfig
+from .config import SalientFrameFilterConfig, SalientFramesConfig, SalientFrameScorerConfig
 from .modules import SalientVideoFeatures
 
 __all__ = ["SalientFrameFilter", "SalientFrameFilterConfig", "SalientFrameScorer", "SalientFrameScorerConfig",

@@ -4,7 +4,7 @@ from torch import Tensor
 
 from ...core.adapter import Adapter, AdapterOutput, register_adapter
 from ...core.features import FeatureShapeError, TextFeatures, VideoFeatures
-from .config import SalientFrameFilterConfig, SalientFrameScorerConfig, SalientFramesConfig
+from .config import SalientFrameFilterConfig, SalientFramesConfig, SalientFrameScorerConfig
 from .modules import (
     FrameScorer,
     SalientVideoFeatures,
