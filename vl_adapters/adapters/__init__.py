@@ -3,9 +3,11 @@
 from . import (
     fine_grained_alignment,  # noqa: F401
     lora,  # noqa: F401
+    salient_frames,  # noqa: F401
     st_adapter,  # noqa: F401
     tem_adapter,  # noqa: F401
     temporal_transformer,  # noqa: F401
+    token_masking,  # noqa: F401
     trajectory_word,  # noqa: F401
 )
 

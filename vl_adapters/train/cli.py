@@ -26,6 +26,7 @@ examples:
   vl-adapters eval --run runs/msrvtt                       # best checkpoint, the run's eval split
   vl-adapters eval --run runs/msrvtt --checkpoint last --rerank-k 0
   vl-adapters eval --adapters runs/msrvtt/checkpoints/best --dataset msrvtt --root /data/msrvtt --split test
+  vl-adapters eval --run runs/msrvtt --normalise qb_norm --querybank train   # + qb_norm/* beside the raw metrics
 """
 
 EXTRACT_EXAMPLES = """\
@@ -102,6 +103,10 @@ def register(sub) -> None:
     ev.add_argument("--pretrained", help="backbone weights (default: the run's model.pretrained)")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--output", help="also write the metrics to this JSON file")
+    ev.add_argument("--normalise", choices=("none", "dsl", "qb_norm"),
+                    help="also report DSL or QB-Norm metrics (keys dsl/*, qb_norm/*) beside the raw ones "
+                         "(default: the run's eval.normalise)")
+    ev.add_argument("--querybank", help='qb_norm: "train" (the training split\'s captions) or a .txt/.json/.jsonl file')
     ev.set_defaults(func=cmd_eval)
 
     ex = sub.add_parser("extract", help="run the frozen backbone once over a dataset and cache its features",
@@ -166,8 +171,21 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _querybank(normalise: str, options: dict, dataset_name: str, root: str, d, num_frames: int) -> list[str] | None:
+    from ..data import build_dataset
+    from ..tasks.normalise import parse_options, querybank_texts
+
+    bank = parse_options(normalise, options)
+    if normalise != "qb_norm":
+        return None
+    train = (build_dataset(dataset_name, root, d.train_split, num_frames=num_frames, sampler=d.sampler, train=False,
+                           **d.options) if bank.querybank == "train" else None)
+    return querybank_texts(bank.querybank, train_dataset=train, size=bank.querybank_size)
+
+
 def cmd_eval(args) -> int:
     from .. import load_adapters
+    from ..core.config import ConfigError
     from ..data.cache import FeatureCache, cache_fingerprint
     from .config import load_config
     from .data import CachedDataset
@@ -184,6 +202,15 @@ def cmd_eval(args) -> int:
     d = config.data
     dataset_name, root = args.dataset or d.dataset, args.root or d.root
     split, num_frames = args.split or d.eval_split, args.num_frames or d.num_frames
+    normalise = args.normalise or config.eval.normalise
+    normalise_options = dict(config.eval.normalise_options) if normalise == config.eval.normalise else {}
+    if args.querybank:
+        normalise_options["querybank"] = args.querybank
+    try:  # the querybank is read before any model is loaded: a wrong option stops here
+        querybank = _querybank(normalise, normalise_options, dataset_name, root, d, num_frames)
+    except (ConfigError, FileNotFoundError, ValueError) as error:
+        print(f"vl-adapters eval: {error}", file=sys.stderr)
+        return 2
     model = load_adapters(directory, pretrained=args.pretrained or config.model.pretrained, device=device)
     from ..data import build_dataset
 
@@ -203,7 +230,8 @@ def cmd_eval(args) -> int:
     rerank = args.rerank_k if args.rerank_k is not None else config.eval.rerank_k
     workers = args.num_workers if args.num_workers is not None else d.num_workers
     metrics = evaluate(model, dataset, batch_size=args.batch_size or d.eval_batch_size, num_workers=workers,
-                       rerank_k=rerank, autocast=device.type == "cuda")
+                       rerank_k=rerank, autocast=device.type == "cuda", normalise=normalise,
+                       normalise_options=normalise_options, querybank=querybank)
     text = json.dumps(metrics, indent=2)
     print(text)
     if args.output:

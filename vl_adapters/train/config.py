@@ -57,6 +57,8 @@ class EvalConfig:
     every_epoch: bool = True
     rerank_k: int = 50  # cross adapters re-rank each text's top-k videos; <= 0 scores every pair
     metric: str = ""  # the metric that picks the best checkpoint; "" = the task's default
+    normalise: str = "none"  # none | dsl | qb_norm: reported beside the raw metrics (docs/normalisation.md)
+    normalise_options: dict = field(default_factory=dict)  # dsl: temperature; qb_norm: querybank, beta, k, ...
 
 
 @dataclass
@@ -96,6 +98,9 @@ def validate(cfg: TrainConfig) -> None:
     for name, ok in checks:
         if not ok:
             raise ConfigError(f"{name}: invalid value {_get(cfg, name)!r}")
+    from ..tasks.normalise import parse_options
+
+    parse_options(cfg.eval.normalise, cfg.eval.normalise_options)
 
 
 def _get(cfg, dotted: str):

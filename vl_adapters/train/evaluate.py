@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 import torch
 
 from ..core.features import TextFeatures, VideoFeatures, concat_text_features, concat_video_features
 from ..tasks.metrics import accuracy_metrics, retrieval_metrics
+from ..tasks.normalise import normalised_retrieval_metrics, parse_options
 from .data import BadVideoError, batch_size_of, make_loader, skipped_of
 
 
@@ -18,20 +20,31 @@ def default_metric(task: str) -> str:
 @torch.no_grad()
 def evaluate(model, dataset, *, batch_size: int = 64, num_workers: int = 0, rerank_k: int | None = None,
              on_bad_video: str = "skip", skipped: list | None = None, progress: bool = False,
-             autocast: bool = False) -> dict[str, float]:
+             autocast: bool = False, normalise: str = "none", normalise_options: dict | None = None,
+             querybank: Sequence[str] | None = None) -> dict[str, float]:
     """Metrics of `model` on every sample of `dataset` (raw or cached). Bad videos are skipped (and
-    appended to `skipped`) or raise, as `on_bad_video` says."""
+    appended to `skipped`) or raise, as `on_bad_video` says.
+
+    normalise "dsl" | "qb_norm" (retrieval) adds that method's metrics BESIDE the raw ones, keys prefixed
+    `<method>/` (tasks/normalise.py); unprefixed metrics stay raw. qb_norm needs `querybank` (strings)."""
+    options = parse_options(normalise, normalise_options)
+    if normalise != "none" and getattr(model.task, "name", "") != "retrieval":
+        raise ValueError(f"eval.normalise={normalise!r} applies to retrieval only, not to task {model.task.name!r}")
+    if normalise == "qb_norm" and not querybank:
+        raise ValueError("eval.normalise='qb_norm' needs a querybank (the training split's captions or a file)")
     was_training = model.training
     model.eval()
     try:
         return _evaluate(model, dataset, batch_size=batch_size, num_workers=num_workers, rerank_k=rerank_k,
-                         on_bad_video=on_bad_video, skipped=skipped, progress=progress, autocast=autocast)
+                         on_bad_video=on_bad_video, skipped=skipped, progress=progress, autocast=autocast,
+                         normalise=normalise, options=options, querybank=querybank)
     finally:
         model.train(was_training)
 
 
 @torch.no_grad()
-def _evaluate(model, dataset, *, batch_size, num_workers, rerank_k, on_bad_video, skipped, progress, autocast):
+def _evaluate(model, dataset, *, batch_size, num_workers, rerank_k, on_bad_video, skipped, progress, autocast,
+              normalise="none", options=None, querybank=None):
     from tqdm.auto import tqdm
 
     # Every rank evaluates the whole split (metrics need every pair); only rank 0 writes them.
@@ -81,9 +94,27 @@ def _evaluate(model, dataset, *, batch_size, num_workers, rerank_k, on_bad_video
                 sims = model.score_features(text_all, video_all, rerank_k=rerank_k)
             else:
                 sims = model.similarity(text_all, video_all, rerank_k=rerank_k)
-        return retrieval_metrics(sims.float(), torch.tensor([column[o] for o in owners]))
+        truth = torch.tensor([column[o] for o in owners])
+        metrics = retrieval_metrics(sims.float(), truth)
+        if normalise != "none":
+            bank = None
+            if normalise == "qb_norm":
+                with cast:
+                    bank = _querybank_scores(model, list(querybank), video_all, rerank_k=rerank_k,
+                                             adapted=model.uses_backbone_adapters)
+            metrics.update(normalised_retrieval_metrics(sims, truth, normalise, options, text_bank_sims=bank))
+        return metrics
     if not predicted:
         return {}
     typed = [k for k in kinds if k]
     return accuracy_metrics(torch.cat(predicted), torch.cat(answers),
                             kinds if len(typed) == len(kinds) else None)
+
+
+def _querybank_scores(model, queries: list[str], video: VideoFeatures, *, rerank_k, adapted: bool,
+                      chunk: int = 1024) -> torch.Tensor:
+    """[bank, V]: the bank's queries scored against the evaluated videos exactly as the test texts are."""
+    if not adapted:
+        video = model.encode_video(video)
+    return torch.cat([model.score_features(model.encode_text(queries[i:i + chunk]), video, rerank_k=rerank_k).float().cpu()
+                      for i in range(0, len(queries), chunk)])
