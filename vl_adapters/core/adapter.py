@@ -100,6 +100,13 @@ class Adapter(nn.Module):
         features and start at zero (a zero-initialised weight) so identity at initialisation holds."""
         return None
 
+    def extra_pair_similarity(self, text: TextFeatures, video: VideoFeatures) -> Tensor | None:
+        """[P] extra_similarity of aligned pairs (text p with video p), for the multiple-choice head and
+        pair scoring. The default takes the diagonal of the full matrix; override it where pairs alone
+        are cheaper to score."""
+        extra = self.extra_similarity(text, video)
+        return None if extra is None else extra.diagonal()
+
     def parts(self) -> list[Adapter]:
         """The adapters the model actually runs for this one; a composite (tem_adapter) returns its parts,
         each run at its own stage (vla.wrap expands them, and save_adapters records the parts)."""

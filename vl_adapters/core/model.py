@@ -175,8 +175,18 @@ class VideoLanguageModel(nn.Module):
             logits = out.pair_logits if out.pair_logits is not None else logits
             losses.update({f"{adapter.name}/{k}": v for k, v in out.losses.items()})
         if logits is None:
-            logits = self.task.scale * pair_cosine(text, video)
+            logits = self.task.scale * self.pair_similarity(text, video)
         return (logits, losses) if with_losses else logits
+
+    def pair_similarity(self, text: TextFeatures, video: VideoFeatures) -> Tensor:
+        """[P] dual_similarity of aligned pairs (text p with video p): the cosine plus each adapter's
+        extra term, so a late-interaction adapter counts in multiple choice as it does in retrieval."""
+        sims = pair_cosine(text, video)
+        for adapter in self.adapters:
+            extra = adapter.extra_pair_similarity(text, video)
+            if extra is not None:
+                sims = sims + extra.to(sims.dtype)
+        return sims
 
     @torch.no_grad()
     def similarity(self, texts, videos, *, frame_mask: Tensor | None = None, rerank_k: int | None = None,
