@@ -68,7 +68,7 @@ def _segment_loss(module, video, captions, table):
 
 def test_segment_i_pairs_with_phrase_i_and_a_swap_raises_the_loss():
     torch.manual_seed(0)
-    module = vla.build_adapter({"type": "multi_level_alignment", "layers": 1, "heads": 1, "dropout": 0.0}, DIMS)
+    module = vla.build_adapter({"type": "multi_level_alignment", "layers": 1, "heads": 1, "dropout": 0.0, "text_layers": 0}, DIMS)
     video, table = _aligned_toy()
     aligned, calls = _segment_loss(module, video, ["first A, then B, then C", "first D, then E"], table)
     assert calls == [["A", "B", "C", "D", "E"]]  # one batch of phrases, in caption order
@@ -118,14 +118,18 @@ def test_identity_at_init_and_it_trains_in_retrieval_and_multiple_choice():
         assert {"multi_level_alignment/global", "multi_level_alignment/segment"} <= set(out.losses)
         assert all(torch.isfinite(v) for v in out.losses.values())
         moved = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
-        assert any(n.startswith("adapters.0.temporal.") for n in moved)
-        assert "adapters.0.log_inv_temperature" in moved
+        for part in ("adapters.0.temporal.", "adapters.0.text_module.", "adapters.0.log_inv_temperature"):
+            assert any(n.startswith(part) for n in moved), part
         model.eval()
-        assert (model.similarity(text, video) - zero_shot).abs().max() > 1e-3
+        trained = model.similarity(text, video)
+        assert (trained - zero_shot).abs().max() > 1e-3
+        # a dual encoder: one text scored alone gets its row of the batch matrix
+        torch.testing.assert_close(model.similarity(text.index(torch.tensor([1])), video)[0], trained[1],
+                                   rtol=0, atol=1e-6)
 
 
 def test_multiple_choice_uses_only_the_right_candidate():
-    module = vla.build_adapter({"type": "multi_level_alignment", "layers": 1, "heads": 1, "dropout": 0.0}, DIMS)
+    module = vla.build_adapter({"type": "multi_level_alignment", "layers": 1, "heads": 1, "dropout": 0.0, "text_layers": 0}, DIMS)
     video, table = _aligned_toy()
     candidates = vla.TextFeatures(text_emb=torch.ones(4, 8), texts=["first A, then B", "first C, then A"] * 2)
     encode = _Phrases(table)
@@ -138,7 +142,7 @@ def test_multiple_choice_uses_only_the_right_candidate():
 
 
 def test_bad_input_is_named():
-    module = vla.build_adapter("multi_level_alignment", DIMS)
+    module = vla.build_adapter({"type": "multi_level_alignment", "text_layers": 0}, DIMS)
     video, table = _aligned_toy()
     no_strings = vla.TextFeatures(text_emb=torch.ones(2, 8))
     with pytest.raises(ValueError, match="TextFeatures.texts is None"):
@@ -148,9 +152,26 @@ def test_bad_input_is_named():
         module(video, None, AdapterContext(guidance=two_phrases))
     with pytest.raises(ValueError, match="2 videos; it must hold one caption per video"):
         module(video, None, AdapterContext(guidance=two_phrases.index(torch.tensor([0])), encode_text=_Phrases(table)))
+    with pytest.raises(vla.FeatureShapeError, match="token_states"):
+        vla.build_adapter("multi_level_alignment", DIMS)(None, two_phrases, AdapterContext())
     with pytest.raises(vla.ConfigError, match="temperature"):
         vla.build_adapter({"type": "multi_level_alignment", "temperature": 0.0}, DIMS)
     with pytest.raises(vla.ConfigError, match="unknown key"):
         vla.build_adapter({"type": "multi_level_alignment", "segments": 3}, DIMS)
     config = module.config
     assert type(config).from_json(config.to_json()) == config
+
+
+def test_a_video_that_comes_twice_is_not_its_own_negative():
+    """A multiple-choice batch may hold two questions about one video: the copies are positives of each
+    other's captions (detected on the input frames, before dropout makes them differ)."""
+    module = vla.build_adapter({"type": "multi_level_alignment", "layers": 1, "heads": 1, "dropout": 0.5,
+                                "text_layers": 0}, DIMS).train()
+    torch.nn.init.normal_(module.temporal.out_proj.weight, std=0.5)  # as after training: dropout now matters
+    video, table = _aligned_toy()
+    twice = video.index(torch.tensor([0, 0]))
+    pooled = F.normalize(twice.frame_emb.mean(1), dim=-1)
+    captions = vla.TextFeatures(text_emb=pooled, texts=["which shapes?", "what happens?"])  # one phrase each
+    out = module(twice, None, AdapterContext(guidance=captions, encode_text=_Phrases(table)))
+    assert set(out.losses) == {"global"}
+    assert out.losses["global"] < 0.05  # ln 2 = 0.69 if the copy counted as a negative
