@@ -66,6 +66,12 @@ class Backbone(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(std).view(3, 1, 1), persistent=False)
         self.logit_scale = float(logit_scale)
         self.needs_grad = False  # set by backbone-stage adapters
+        # Where the weights came from, recorded with saved adapters: set by the loaders. `pretrained` is
+        # what load_backbone was given (a tag or a file; None for the family's default) and
+        # `random_weights` says the weights are a random initialisation no later load can reproduce.
+        self.pretrained: str | None = None
+        self.random_weights = False
+        self._fingerprint: str | None = None
         self.video_layout: VideoLayout | None = None  # set by encode_video around each group of videos
         self.model.requires_grad_(False)
         self.model.to(device=device, dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
@@ -106,7 +112,13 @@ class Backbone(nn.Module):
         return stack
 
     def fingerprint(self) -> str:
-        """A hash of the spec and every weight: the feature cache is valid only for the same one."""
+        """A hash of the spec and every weight: the feature cache and saved adapters are valid only for
+        the same one. Computed once per backbone (its weights are frozen)."""
+        if self._fingerprint is None:
+            self._fingerprint = self._hash_weights()
+        return self._fingerprint
+
+    def _hash_weights(self) -> str:
         digest = hashlib.sha256(self.spec.encode())
         for name, tensor in sorted(self.model.state_dict().items()):
             digest.update(name.encode())

@@ -67,4 +67,6 @@ def load_hf_clip(name: str, *, pretrained: str | None = None, **kwargs) -> HFCli
     if processor_file.exists():
         processor = json.loads(processor_file.read_text())
         mean, std = processor.get("image_mean", mean), processor.get("image_std", std)
-    return HFClipBackbone(spec=f"hf:{name}", model=model, tokenizer=tokenizer, mean=mean, std=std, **kwargs)
+    backbone = HFClipBackbone(spec=f"hf:{name}", model=model, tokenizer=tokenizer, mean=mean, std=std, **kwargs)
+    backbone.pretrained = str(Path(pretrained).resolve()) if pretrained and Path(pretrained).is_dir() else pretrained
+    return backbone
