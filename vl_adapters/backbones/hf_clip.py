@@ -49,6 +49,9 @@ class HFClipBackbone(Backbone):
     def token_mask_from_ids(self, input_ids: Tensor) -> Tensor:
         return input_ids != self.tokenizer.pad_token_id
 
+    def token_count(self, text: str) -> int | None:
+        return len(self.tokenizer.tokenize(text)) + self.tokenizer.num_special_tokens_to_add()
+
 
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -64,6 +64,10 @@ class OpenClipBackbone(Backbone):
         # CLIP's BPE pads with 0 after the end-of-text token.
         return input_ids != 0
 
+    def token_count(self, text: str) -> int | None:
+        encode = getattr(self.tokenizer, "encode", None)  # SimpleTokenizer: BPE ids without start/end
+        return len(encode(text)) + 2 if callable(encode) else None
+
 
 _OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)

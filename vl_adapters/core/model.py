@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .adapter import Adapter, AdapterConfig, AdapterContext, build_adapter
-from .features import TextFeatures, VideoFeatures, concat_text_features
+from .features import TextFeatures, VideoFeatures, check_against, concat_text_features
 from .io import load_json, load_tensors, readable_directory, save_json, save_tensors
 from .pooling import cosine_matrix, pair_cosine, topk_rerank_pairs
 
@@ -116,6 +116,7 @@ class VideoLanguageModel(nn.Module):
                     f"cached video features cannot be used while backbone adapter(s) {names} change the "
                     "backbone's forward; pass frames instead (and turn the feature cache off)"
                 )
+            check_against(video, self.backbone.dims)
             return video.to(self.backbone.device).float()
         return self.backbone.encode_video(video, frame_mask)
 
@@ -123,6 +124,7 @@ class VideoLanguageModel(nn.Module):
         if isinstance(text, TextFeatures):
             if self.uses_backbone_adapters:
                 raise CacheRefusedError("cached text features cannot be used while a backbone adapter is active")
+            check_against(text, self.backbone.dims)
             return text.to(self.backbone.device).float()
         return self.backbone.encode_text(text)
 
@@ -232,6 +234,15 @@ class VideoLanguageModel(nn.Module):
         super().train(mode)
         self.backbone.train(False)
         return self
+
+    def to(self, *args, **kwargs) -> VideoLanguageModel:
+        """As nn.Module.to, except that a floating dtype (model.to(torch.bfloat16)) goes to the backbone
+        only: adapters and the task head stay fp32, as wrap() made them, and read fp32 features."""
+        device, dtype, non_blocking, _ = torch._C._nn._parse_to(*args, **kwargs)
+        if dtype is None or not dtype.is_floating_point:
+            return super().to(*args, **kwargs)
+        self.backbone.to(device=device, dtype=dtype, non_blocking=non_blocking)
+        return super().to(device=device, non_blocking=non_blocking) if device is not None else self
 
     def merge(self) -> VideoLanguageModel:
         """A merged copy for inference: backbone adapters that can be folded into the weights (LoRA) are

@@ -126,10 +126,15 @@ def _check_adapter(key: str, spec) -> None:
         raise _error(key, f"expected an adapter name or a mapping with 'type', got {spec!r}")
     try:
         config_class = ADAPTERS.get(name).config_class
-        if settings is not None:
-            config_class.from_dict(settings)
-    except (KeyError, ConfigError) as error:
+    except KeyError as error:
         raise _error(key, str(error)) from None
+    if settings is None:
+        return
+    unknown = sorted(set(settings) - {"type"} - {f.name for f in dataclasses.fields(config_class)})
+    try:
+        config_class.from_dict(settings)
+    except ConfigError as error:
+        raise _error(f"{key}.{unknown[0]}" if unknown else key, str(error)) from None
 
 
 def _get(cfg, dotted: str):

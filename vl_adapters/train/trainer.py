@@ -297,7 +297,7 @@ class Trainer:
                  "batch_in_epoch": self.state["batch_in_epoch"], "what": what, "value": str(value)}
         if self.config.nonfinite_loss == "stop":
             self._stop_nonfinite(
-                f"the {what} is {value} at step {where['step']} (epoch {where['epoch'] + 1}, batch "
+                f"the {what} is {value} (non-finite) at step {where['step']} (epoch {where['epoch'] + 1}, batch "
                 f"{where['batch_in_epoch']}); lower optim.lr, check the inputs for NaN, or set "
                 "nonfinite_loss: skip to drop such batches")
         self.state["nonfinite_skipped"].append(where)
@@ -335,7 +335,7 @@ class Trainer:
         broken = [n for n, p in self.model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
         if broken:
             self._stop_nonfinite(
-                f"the adapter weights {broken[:3]}{' ...' if len(broken) > 3 else ''} are no longer finite "
+                f"the adapter weights {broken[:3]}{' ...' if len(broken) > 3 else ''} are non-finite "
                 f"at step {self.state['step']}; lower optim.lr. The {which!r} checkpoint was not written, "
                 "so the checkpoints keep their last finite state")
         self.state["skipped"] = self.skipped
