@@ -10,6 +10,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 # The modules that add subcommands, in the order `--help` lists them; each has register(subparsers).
 SUBCOMMAND_MODULES = (
@@ -77,8 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     from vl_adapters.train.trainer import NonFiniteError
 
+    def show(message, category, filename, lineno, file=None, line=None):  # one line, as errors are
+        print(f"vl-adapters {args.command}: warning: {message}", file=file or sys.stderr)
+
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            return args.func(args)
     except input_errors() as error:
         print(f"vl-adapters {args.command}: {one_line(error)}", file=sys.stderr)
         return INPUT_ERROR

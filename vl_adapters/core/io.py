@@ -86,11 +86,11 @@ def _old(target: Path) -> Path:
     return target.with_name(f".{target.name}.old")
 
 
-def _discard(path: Path) -> None:
-    """Remove a directory by first renaming it to a temporary name, so that it is either whole under its
-    name or gone, never half-deleted under it."""
+def _discard(path: Path, target: Path) -> None:
+    """Remove `path` (a sibling of `target`) by first renaming it to a temporary sibling of `target`, so
+    that it is either whole under its name or gone, and a crash leaves only what remove_orphans removes."""
     if path.exists():
-        trash = _temp_sibling(path, "trash-")
+        trash = _temp_sibling(target, "trash-")
         os.replace(path, trash)
         shutil.rmtree(trash, ignore_errors=True)
 
@@ -103,17 +103,17 @@ def swap_directory(complete: str | Path, target: str | Path) -> None:
     `target` or `.old` the previous one, so `recover_directory` can always finish the swap.
     """
     complete, target = Path(complete), Path(target)
-    _discard(_new(target))  # an older whole copy that a crash left behind
+    _discard(_new(target), target)  # an older whole copy that a crash left behind
     os.replace(complete, _new(target))
     _commit(target)
 
 
 def _commit(target: Path) -> None:
     if target.exists():
-        _discard(_old(target))
+        _discard(_old(target), target)
         os.replace(target, _old(target))
     os.replace(_new(target), target)
-    _discard(_old(target))
+    _discard(_old(target), target)
 
 
 def recover_directory(target: str | Path) -> None:
@@ -124,8 +124,14 @@ def recover_directory(target: str | Path) -> None:
     elif not target.exists() and _old(target).exists():
         os.replace(_old(target), target)
     else:
-        _discard(_old(target))
-    for orphan in target.parent.glob(f".{target.name}.*{TMP_SUFFIX}"):
+        _discard(_old(target), target)
+    remove_orphans(target.parent, f".{target.name}.")
+
+
+def remove_orphans(directory: str | Path, prefix: str = ".") -> None:
+    """Remove the temporary siblings (files or directories) a crash left in `directory`; call it only
+    where no other process is writing."""
+    for orphan in Path(directory).glob(f"{prefix}*{TMP_SUFFIX}"):
         if orphan.is_dir():
             shutil.rmtree(orphan, ignore_errors=True)
         else:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..core.features import VideoFeatures
-from ..core.io import load_json, save_json
+from ..core.io import load_json, remove_orphans, save_json
 
 INDEX_FILE = "index.json"
 ARRAYS = ("frame_emb", "frame_mask", "patch_tokens")
@@ -137,6 +137,7 @@ def extract_features(dataset, backbone, directory: str | Path, *, sampler: str, 
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    remove_orphans(directory)  # temporaries of an index write a crash interrupted
     fingerprint = cache_fingerprint(backbone, sampler=sampler, num_frames=num_frames, patch_tokens=patch_tokens,
                                     dataset=dataset)
     video_ids = [str(v) for v in dataset.video_ids]

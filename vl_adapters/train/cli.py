@@ -145,6 +145,7 @@ def _overrides(args) -> list[str]:
 
 def cmd_train(args) -> int:
     from .config import load_config
+    from .data import dropped_rows
     from .trainer import train
 
     config_path = args.config
@@ -153,6 +154,11 @@ def cmd_train(args) -> int:
     config = load_config(config_path, _overrides(args))
     check_dataset(config.data.dataset, config.data.root, "data.root (--root)")
     trainer = train(config, resume=args.resume)
+    dropped = {"count": 0, "rows": []}
+    for dataset in (trainer.train_dataset, trainer.eval_dataset):
+        found = dropped_rows(dataset) if dataset is not None else {"count": 0, "rows": []}
+        dropped = {"count": dropped["count"] + found["count"], "rows": dropped["rows"] + found["rows"]}
+    report_skipped("train", trainer.skipped, dropped, trainer.run_dir / "report.json", write=False)
     print(json.dumps({"run_dir": str(trainer.run_dir), "step": trainer.state["step"],
                       "best": {trainer.state["best_metric"]: trainer.state["best_value"]}}))
     return 0
@@ -175,21 +181,23 @@ def check_dataset(name: str, root: str | Path, what: str) -> None:
         raise FileNotFoundError(f"{what} {str(root)!r}: no such directory (expected the {name} dataset there)")
 
 
-def report_skipped(command: str, skipped: list[dict], dropped: dict, path: Path | None) -> None:
-    """One line per kind of thing left out (videos by reason, annotation rows dropped in lenient mode),
-    and the lists in `path` when given."""
+def report_skipped(command: str, skipped: list[dict], dropped: dict, path: Path | None, *, write: bool = True) -> None:
+    """One line per kind of thing left out (videos by reason, annotation rows dropped in lenient mode);
+    the lists go to `path` (written here when `write`)."""
     from ..core.io import save_json
     from .data import skipped_report
 
     videos = skipped_report(skipped)
     if videos["count"]:
         reasons = ", ".join(f"{len(ids)} {reason}" for reason, ids in videos["by_reason"].items())
+        distinct = sum(len(ids) for ids in videos["by_reason"].values())
         where = f"; listed in {path}" if path is not None else ""
-        print(f"vl-adapters {command}: skipped {videos['count']} video(s) ({reasons}){where}", file=sys.stderr)
+        print(f"vl-adapters {command}: skipped {distinct} video(s) ({reasons}){where}", file=sys.stderr)
     if dropped["count"]:
-        print(f"vl-adapters {command}: dropped {dropped['count']} malformed annotation row(s), the first: "
-              f"{dropped['rows'][0]}", file=sys.stderr)
-    if path is not None and (videos["count"] or dropped["count"]):
+        where = f"; listed in {path}" if path is not None else ""
+        print(f"vl-adapters {command}: dropped {dropped['count']} malformed annotation row(s) (the first: "
+              f"{dropped['rows'][0]}){where}", file=sys.stderr)
+    if write and path is not None and (videos["count"] or dropped["count"]):
         save_json(path, {"skipped_videos": videos, "dropped_annotation_rows": dropped})
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from ..core import distributed
-from ..core.io import load_json, save_json, save_text
+from ..core.io import load_json, remove_orphans, save_json, save_text
 from ..core.model import CacheRefusedError
 from .checkpoint import find_checkpoint, load_checkpoint, recover_checkpoints, save_checkpoint
 from .config import TrainConfig
@@ -114,6 +114,7 @@ class Trainer:
                       "skipped": [], "nonfinite_skipped": [], "metrics_bytes": 0}
         if self.is_main:  # finish a checkpoint swap that a crash interrupted, drop orphaned temporaries
             recover_checkpoints(self.run_dir / "checkpoints")
+            remove_orphans(self.run_dir)
         if distributed.is_distributed():
             dist.barrier()
 
