@@ -367,6 +367,11 @@ def test_cli_data_and_config_errors_are_one_line_with_status_2(tmp_path, capsys)
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "Traceback" not in err, err
         assert __import__("re").search(pattern, err), (pattern, err)
+    from vl_adapters.data import AnnotationError
+
+    for argv in (["--debug", *cases[0][0]], [*cases[0][0], "--debug"]):  # --debug: the exception itself
+        with pytest.raises(AnnotationError, match="not valid JSON"):
+            main(argv)
 
 
 def test_cli_reports_skipped_videos_and_dropped_rows(tmp_path, capsys):
