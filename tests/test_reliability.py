@@ -448,3 +448,22 @@ def test_every_subcommand_module_registers_itself():
                     if isinstance(node, ast.ImportFrom) and node.module in ("cli", "vl_adapters.cli")
                     and (node.level > 1 or node.module == "vl_adapters.cli")]
         assert not imported, name
+
+
+@pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:FutureWarning")  # finsta's torch_geometric, imported here directly
+def test_every_built_in_adapter_module_is_in_the_lazy_table():
+    """A new adapter folder must be listed in vl_adapters/adapters/__init__.py BUILTIN (name -> module),
+    or `import vl_adapters` would never register it."""
+    import importlib
+    import pkgutil
+
+    import vl_adapters.adapters as package
+    from vl_adapters.core.registry import ADAPTERS
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.ispkg:
+            importlib.import_module(f"{package.__name__}.{info.name}")
+    built_in = {name for name in ADAPTERS._items if ADAPTERS._items[name].__module__.startswith(package.__name__)}
+    assert built_in == set(package.BUILTIN)
+    for name, (module, _) in package.BUILTIN.items():
+        assert ADAPTERS.get(name).__module__.startswith(f"{package.__name__}.{module}"), name
