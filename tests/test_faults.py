@@ -36,7 +36,9 @@ TALLY = {"train": {"kills": 0, "recovered": 0}, "extract": {"kills": 0, "recover
 def context():
     """A fork server that has imported what the children need and started no OpenMP thread."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "vl_adapters", "vl_adapters.train.trainer", "_toy_data"])
+    ctx.set_forkserver_preload(["torch", "vl_adapters", "vl_adapters.train.trainer", "vl_adapters.data.cache",
+                                "vl_adapters.adapters.temporal_transformer", "open_clip.model", "open_clip.tokenizer",
+                                "_toy_data"])
     yield ctx
     print(f"\nfault injection: {json.dumps(TALLY)}")
 
