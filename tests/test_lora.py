@@ -23,10 +23,11 @@ def test_training_changes_lora_only(kind, hf_clip_dir):
     backbone = fresh_backbone(kind, hf_clip_dir)
     snapshot = base_snapshot(backbone)
     model = vla.wrap(backbone, [{"type": "lora", "rank": 4}])
-    assert backbone.needs_grad
+    assert model.backbone.needs_grad and not backbone.needs_grad  # the model's own copy
     before = {k: v.clone() for k, v in model.adapter_state_dict().items()}
     assert before and all("lora_" in k for k in before if k.startswith("adapters.")), sorted(before)[:4]
     train_steps(model, *paired_batch())
+    assert_base_bit_identical(model.backbone, snapshot)  # shares the base tensors
     assert_base_bit_identical(backbone, snapshot)
     changed = [k for k, v in model.adapter_state_dict().items() if k.startswith("adapters.") and not torch.equal(v, before[k])]
     assert any("lora_B" in k for k in changed) and any("lora_A" in k for k in changed)
@@ -41,9 +42,9 @@ def test_targets_per_family_and_towers():
     keys = list(model.adapters[0].lora)
     assert keys and all(k.startswith("visual__") and ("c_fc" in k or "c_proj" in k) for k in keys)
     video, mask, texts = paired_batch()
-    text_before = backbone.encode_text(texts).text_emb
+    text_before = model.backbone.encode_text(texts).text_emb
     train_steps(model, video, mask, texts, steps=2)
-    assert torch.equal(backbone.encode_text(texts).text_emb, text_before)  # text tower has no LoRA
+    assert torch.equal(model.backbone.encode_text(texts).text_emb, text_before)  # text tower has no LoRA
 
 
 def test_merge_matches_unmerged_and_leaves_model_alone():
@@ -58,7 +59,7 @@ def test_merge_matches_unmerged_and_leaves_model_alone():
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     assert not any(isinstance(m, BaseTunerLayer) for m in merged.backbone.model.modules())
-    assert any(isinstance(m, BaseTunerLayer) for m in backbone.model.modules())
+    assert any(isinstance(m, BaseTunerLayer) for m in model.backbone.model.modules())
     got = merged.similarity(texts, video, frame_mask=mask)
     assert (got - expected).abs().max() <= 1e-5
     assert (model.similarity(texts, video, frame_mask=mask) - expected).abs().max() == 0
@@ -98,11 +99,14 @@ def test_second_wrap_and_detach():
     backbone = fresh_backbone("tiny")
     names_before = sorted(backbone.state_dict())
     model = vla.wrap(backbone, ["lora"])
-    with pytest.raises(RuntimeError, match="already carries peft layers"):
-        vla.wrap(backbone, ["lora"])
-    model.detach_backbone_adapters()
+    other = vla.wrap(backbone, ["lora"])  # each model injects into its own copy of the modules
     assert sorted(backbone.state_dict()) == names_before and not backbone.needs_grad
-    vla.wrap(backbone, ["lora"])  # attachable again
+    with pytest.raises(RuntimeError, match="already carries peft layers"):
+        model.adapters[0].attach(model.backbone)
+    model.detach_backbone_adapters()
+    assert sorted(model.backbone.state_dict()) == names_before and not model.backbone.needs_grad
+    model.adapters[0].attach(model.backbone)  # attachable again
+    assert other.adapters[0].lora
 
 
 def test_unsupported_family_is_refused():

@@ -31,9 +31,10 @@ def test_training_changes_adapter_only(kind, hf_clip_dir):
     backbone = fresh_backbone(kind, hf_clip_dir)
     snapshot = base_snapshot(backbone)
     model = vla.wrap(backbone, [{"type": "st_adapter", "blocks": [-1], "spatial_kernel": 3}])
-    assert backbone.needs_grad and list(model.adapters[0].blocks) == ["1"]
+    assert model.backbone.needs_grad and not backbone.needs_grad and list(model.adapters[0].blocks) == ["1"]
     before = {k: v.clone() for k, v in model.adapters.state_dict().items()}
     train_steps(model, *paired_batch())
+    assert_base_bit_identical(model.backbone, snapshot)  # shares the base tensors
     assert_base_bit_identical(backbone, snapshot)
     changed = {k for k, v in model.adapters.state_dict().items() if not torch.equal(v, before[k])}
     assert {"0.blocks.1.up.weight", "0.blocks.1.down.weight", "0.blocks.1.conv.weight"} <= changed
@@ -53,11 +54,11 @@ def test_frames_mix_within_a_video_only():
     assert (after[0, 3] - base[0, 3]).abs().max() == 0  # out of the kernel's reach
     assert torch.equal(after[1:], base[1:])  # other videos and padding untouched
     # Chunking cuts at video boundaries: the same result with one video per chunk.
-    backbone.chunk_size = 1
+    model.backbone.chunk_size = 1
     try:
         assert (model.encode_video(video, mask).frame_emb - base).abs().max() <= 1e-5
     finally:
-        backbone.chunk_size = 256
+        model.backbone.chunk_size = 256
 
 
 def test_merge_keeps_hooks_and_save_load_round_trip(tmp_path):

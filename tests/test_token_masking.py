@@ -30,7 +30,7 @@ def test_blocks_see_the_kept_patches_in_training_and_all_at_eval(kind, hf_clip_d
     video, mask, texts = paired_batch()
     plain = vla.wrap(backbone, []).encode_video(video, mask)
     model = vla.wrap(backbone, [{"type": "token_masking", "ratio": 0.75}])
-    seen = tokens_seen(backbone)
+    seen = tokens_seen(model.backbone)  # backbone adapters work on a private copy of the module tree
     model.train()
     masked = model.encode_video(video, mask)
     assert set(seen) == {1 + 4}  # (1 - 0.75) * 16 patches + the class token
@@ -64,7 +64,7 @@ def test_composes_with_lora_gradients_reach_it_and_the_base_stays_frozen(order):
     backbone = fresh_backbone("tiny")
     snapshot = base_snapshot(backbone)
     model = vla.wrap(backbone, [{"type": "token_masking", "ratio": 0.5} if n == "token_masking" else n for n in order])
-    seen = tokens_seen(backbone)
+    seen = tokens_seen(model.backbone)  # backbone adapters work on a private copy of the module tree
     model.train()
     video, mask, texts = paired_batch()
     model({"video": video, "frame_mask": mask, "text": texts}).loss.backward()
@@ -85,7 +85,7 @@ def test_composes_with_st_adapter_which_still_sees_the_full_grid(kind, masking_f
     grids = []
     for block in st.blocks.values():
         block.register_forward_pre_hook(lambda module, args: grids.append(args[0].shape[1]))
-    seen = tokens_seen(backbone)
+    seen = tokens_seen(model.backbone)  # backbone adapters work on a private copy of the module tree
     model.train()
     video, mask, texts = paired_batch()
     model({"video": video, "frame_mask": mask, "text": texts}).loss.backward()
@@ -120,7 +120,7 @@ def test_merge_drops_it_and_save_load_round_trip(tmp_path):
     loaded = vla.load_adapters(tmp_path, pretrained="").eval()
     assert torch.equal(loaded.similarity(texts, video, frame_mask=mask), expected)
     model.detach_backbone_adapters()
-    seen = tokens_seen(backbone)
+    seen = tokens_seen(model.backbone)  # backbone adapters work on a private copy of the module tree
     model.train()
     model.encode_video(video, mask)
     assert set(seen) == {1 + PATCHES}  # detached: the tower is the frozen one again

@@ -1,13 +1,29 @@
-"""The `vl-adapters` command line."""
+"""The `vl-adapters` command line.
+
+Errors in what the user gave (a config, an annotation file, a path, a name) print one line naming the
+input and what was expected, and exit with status 2; `--debug` (or VLA_DEBUG=1) shows the traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
+import warnings
+
+# The modules that add subcommands, in the order `--help` lists them; each has register(subparsers).
+SUBCOMMAND_MODULES = (
+    "vl_adapters.train.cli",  # train, eval, extract
+    "vl_adapters.bench.cli",  # bench
+    "vl_adapters.backbones.pretrain",  # pretrain-backbone
+    "vl_adapters.adapters.tem_adapter.convert",  # convert-tem-adapter
+)
+
+INPUT_ERROR, RUN_ERROR = 2, 1  # exit statuses
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    import vl_adapters as vla
     from vl_adapters.core.registry import ADAPTERS, BACKBONES, SAMPLERS, TASKS
 
     for registry in (ADAPTERS, BACKBONES, TASKS, SAMPLERS):
@@ -18,39 +34,63 @@ def _cmd_list(args: argparse.Namespace) -> int:
                 cls = registry.get(name)
                 doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
                 print(f"  {name:28s} stage={cls.stage:9s} {doc}")
-    del vla
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vl-adapters", description=__doc__)
+    parser = argparse.ArgumentParser(prog="vl-adapters", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (also VLA_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
     listing = sub.add_parser("list", help="list registered adapters, backbone families, tasks and samplers")
     listing.add_argument("-v", "--verbose", action="store_true", help="one line per adapter with its stage")
     listing.set_defaults(func=_cmd_list)
-    _load_subcommand_modules()
-    for register in _SUBCOMMANDS:
-        register(sub)
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    for command in sub.choices.values():  # `--debug` after the subcommand works too
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
-# Other modules add their subcommands here: each entry takes the subparsers object.
-_SUBCOMMANDS: list = []
+def input_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "what the user gave is wrong" (not a bug): one line and exit status 2."""
+    from vl_adapters.core.config import ConfigError
+    from vl_adapters.core.features import FeatureShapeError
+    from vl_adapters.core.model import BackboneMismatchError, CacheRefusedError, CompositionError
+    from vl_adapters.core.registry import RegistryError
+    from vl_adapters.data.base import AnnotationError, BadVideoError
+    from vl_adapters.data.cache import StaleCacheError
+    from vl_adapters.train.data import BadVideoError as TrainBadVideoError
 
-# Modules imported before the parser is built so that they can append to _SUBCOMMANDS.
-_SUBCOMMAND_MODULES = ["vl_adapters.train.cli", "vl_adapters.bench.cli", "vl_adapters.adapters.tem_adapter.convert"]
+    return (ConfigError, FeatureShapeError, BackboneMismatchError, CacheRefusedError, CompositionError,
+            RegistryError, AnnotationError, BadVideoError, TrainBadVideoError, StaleCacheError,
+            FileNotFoundError, NotADirectoryError)
 
 
-def _load_subcommand_modules() -> None:
-    import importlib
-
-    for name in _SUBCOMMAND_MODULES:
-        importlib.import_module(name)
+def one_line(error: BaseException) -> str:
+    text = " ".join(str(error.args[0] if isinstance(error, KeyError) and error.args else error).split())
+    return text or type(error).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    if args.debug or os.environ.get("VLA_DEBUG", "") not in ("", "0"):
+        return args.func(args)
+    from vl_adapters.train.trainer import NonFiniteError
+
+    def show(message, category, filename, lineno, file=None, line=None):  # one line, as errors are
+        print(f"vl-adapters {args.command}: warning: {message}", file=file or sys.stderr)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            return args.func(args)
+    except input_errors() as error:
+        print(f"vl-adapters {args.command}: {one_line(error)}", file=sys.stderr)
+        return INPUT_ERROR
+    except NonFiniteError as error:
+        print(f"vl-adapters {args.command}: {one_line(error)}", file=sys.stderr)
+        return RUN_ERROR
 
 
 if __name__ == "__main__":

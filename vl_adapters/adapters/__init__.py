@@ -1,21 +1,28 @@
-"""Built-in adapters; importing this package registers them."""
+"""The built-in adapters, by name. Each module is imported when its adapter is first used (vla.wrap,
+build_adapter, `vl-adapters list -v`), so `import vl_adapters` never pays for an adapter's dependencies
+(finsta's torch_geometric and networkx). Importing a module registers its adapters as usual."""
 
-from . import (
-    fine_grained_alignment,  # noqa: F401
-    lora,  # noqa: F401
-    multi_level_alignment,  # noqa: F401
-    salient_frames,  # noqa: F401
-    single_frame,  # noqa: F401
-    st_adapter,  # noqa: F401
-    tem_adapter,  # noqa: F401
-    temporal_transformer,  # noqa: F401
-    token_masking,  # noqa: F401
-    trajectory_word,  # noqa: F401
-    xclip,  # noqa: F401
-)
+from ..core.registry import ADAPTERS
 
-try:  # needs the "graph" extra (networkx, torch-geometric)
-    from . import finsta  # noqa: F401
-except ModuleNotFoundError as missing:
-    if missing.name not in ("networkx", "torch_geometric"):
-        raise
+# adapter name -> (module under vl_adapters.adapters, optional packages that module needs)
+BUILTIN: dict[str, tuple[str, tuple[str, ...]]] = {
+    "fine_grained_alignment": ("fine_grained_alignment", ()),
+    "finsta": ("finsta", ("networkx", "torch_geometric")),
+    "lora": ("lora", ()),
+    "multi_level_alignment": ("multi_level_alignment", ()),
+    "salient_frame_filter": ("salient_frames", ()),
+    "salient_frame_scorer": ("salient_frames", ()),
+    "salient_frames": ("salient_frames", ()),
+    "single_frame": ("single_frame", ()),
+    "st_adapter": ("st_adapter", ()),
+    "tem_adapter": ("tem_adapter", ()),
+    "tem_temporal_aligner": ("tem_adapter", ()),
+    "tem_semantic_aligner": ("tem_adapter", ()),
+    "temporal_transformer": ("temporal_transformer", ()),
+    "token_masking": ("token_masking", ()),
+    "trajectory_word": ("trajectory_word", ()),
+    "xclip": ("xclip", ()),
+}
+
+for _name, (_module, _requires) in BUILTIN.items():
+    ADAPTERS.register_lazy(_name, f"{__name__}.{_module}", requires=_requires)

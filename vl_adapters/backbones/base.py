@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -66,6 +67,12 @@ class Backbone(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(std).view(3, 1, 1), persistent=False)
         self.logit_scale = float(logit_scale)
         self.needs_grad = False  # set by backbone-stage adapters
+        # Where the weights came from, recorded with saved adapters: set by the loaders. `pretrained` is
+        # what load_backbone was given (a tag or a file; None for the family's default) and
+        # `random_weights` says the weights are a random initialisation no later load can reproduce.
+        self.pretrained: str | None = None
+        self.random_weights = False
+        self._fingerprint: str | None = None
         self.video_layout: VideoLayout | None = None  # set by encode_video around each group of videos
         self.model.requires_grad_(False)
         self.model.to(device=device, dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
@@ -106,7 +113,13 @@ class Backbone(nn.Module):
         return stack
 
     def fingerprint(self) -> str:
-        """A hash of the spec and every weight: the feature cache is valid only for the same one."""
+        """A hash of the spec and every weight: the feature cache and saved adapters are valid only for
+        the same one. Computed once per backbone (its weights are frozen)."""
+        if self._fingerprint is None:
+            self._fingerprint = self._hash_weights()
+        return self._fingerprint
+
+    def _hash_weights(self) -> str:
         digest = hashlib.sha256(self.spec.encode())
         for name, tensor in sorted(self.model.state_dict().items()):
             digest.update(name.encode())
@@ -139,6 +152,7 @@ class Backbone(nn.Module):
         """
         if frames.ndim != 5 or frames.shape[2] != 3:
             raise FeatureShapeError(f"encode_video: frames: expected shape [B, T, 3, H, W], got {list(frames.shape)}")
+        self._check_frames(frames)
         if frames.dtype == torch.uint8:
             frames = self.transform(frames)
         b, t = frames.shape[:2]
@@ -146,6 +160,10 @@ class Backbone(nn.Module):
             frame_mask = torch.ones(b, t, dtype=torch.bool)
         if tuple(frame_mask.shape) != (b, t):
             raise FeatureShapeError(f"encode_video: frame_mask: expected shape [{b}, {t}], got {list(frame_mask.shape)}")
+        empty = (~frame_mask.bool().any(1)).nonzero().flatten().tolist()
+        if empty:
+            raise FeatureShapeError(f"encode_video: frame_mask: video(s) {empty[:5]} have no real frame (an all-False "
+                                    "row); every video needs at least one")
         frame_mask = frame_mask.to(self.device, torch.bool)
         real = rearrange(frames, "b t c h w -> (b t) c h w")[frame_mask.flatten().to(frames.device)]
         emb, patches = self._encode_videos_grouped(real, frame_mask)
@@ -161,6 +179,32 @@ class Backbone(nn.Module):
             frame_mask=frame_mask,
             grid=(gh, gw),
         )
+
+    def _check_frames(self, frames: Tensor) -> None:
+        """Refuse frames that would silently be misread; warn about NaN."""
+        if frames.shape[0] == 0 or frames.shape[1] == 0:
+            raise FeatureShapeError(f"encode_video: frames: expected at least one video of at least one frame, got "
+                                    f"shape {list(frames.shape)}")
+        if frames.dtype == torch.uint8:
+            return
+        if not frames.is_floating_point():
+            raise FeatureShapeError(f"encode_video: frames of dtype {frames.dtype}: expected uint8 pixels in [0, 255] "
+                                    "(transformed here) or float frames normalised as backbone.transform does")
+        size = self.dims.image_size
+        if tuple(frames.shape[-2:]) != (size, size):
+            raise FeatureShapeError(f"encode_video: float frames must already be {size}x{size} (this backbone's image "
+                                    f"size), got {frames.shape[-2]}x{frames.shape[-1]}; pass uint8 frames to have "
+                                    "them resized and normalised here, or use backbone.transform")
+        low, high = torch.stack([frames.amin(), frames.amax()]).float().tolist()
+        mean, std = self.pixel_mean.flatten().cpu(), self.pixel_std.flatten().cpu()
+        reach = float(torch.cat([(1 - mean) / std, mean / std]).max())  # |normalised value| of a [0, 1] pixel
+        if low != low or high != high:  # NaN
+            warnings.warn("encode_video: the frames hold NaN values; those videos' features and scores will be NaN",
+                          RuntimeWarning, stacklevel=3)
+        elif max(-low, high) > 10 * reach:  # 0-255 pixels reach far beyond; noise in tests does not
+            raise FeatureShapeError(f"encode_video: float frames span [{low:.4g}, {high:.4g}], far outside the "
+                                    f"normalised range (about +-{reach:.1f}): 0-255 pixel values? Pass uint8 frames "
+                                    "(transformed here) or normalise them with backbone.transform")
 
     def _encode_videos_grouped(self, real: Tensor, frame_mask: Tensor) -> tuple[Tensor, Tensor]:
         """Encode the real frames in chunks of whole videos (at most chunk_size frames, or one video),
@@ -206,9 +250,14 @@ class Backbone(nn.Module):
     def encode_text(self, texts: Sequence[str] | Tensor, token_mask: Tensor | None = None) -> TextFeatures:
         """texts as strings or token ids [B,L] -> TextFeatures."""
         strings = None
+        if not isinstance(texts, str) and len(texts) == 0:
+            raise FeatureShapeError("encode_text: expected at least one text, got none")
         if isinstance(texts, Tensor):
             if texts.ndim != 2:
                 raise FeatureShapeError(f"encode_text: input_ids: expected shape [B, L], got {list(texts.shape)}")
+            if texts.shape[1] > self.dims.context_length:
+                raise FeatureShapeError(f"encode_text: input_ids: expected at most {self.dims.context_length} tokens "
+                                        f"per text (the context length), got {texts.shape[1]}")
             input_ids = texts.to(self.device)
             token_mask = self.token_mask_from_ids(input_ids) if token_mask is None else token_mask.to(self.device)
         else:
@@ -216,6 +265,7 @@ class Backbone(nn.Module):
                 raise TypeError("encode_text: texts must be a list of strings or a [B, L] tensor of token ids")
             strings = list(texts)
             input_ids, token_mask = self.tokenize(strings)
+            self._warn_if_cut(strings, token_mask)
             input_ids, token_mask = input_ids.to(self.device), token_mask.to(self.device)
         with self._context():
             emb, states = self._encode_tokens(input_ids, token_mask)
@@ -226,3 +276,19 @@ class Backbone(nn.Module):
             input_ids=input_ids,
             texts=strings,
         )
+
+    def token_count(self, text: str) -> int | None:
+        """Tokens of `text` before any truncation (with the special tokens), or None if unknown."""
+        return None
+
+    def _warn_if_cut(self, texts: list[str], token_mask: Tensor) -> None:
+        """Texts that fill the whole context were cut if they had more tokens: say so."""
+        full = token_mask.all(1).nonzero().flatten().tolist()
+        context = token_mask.shape[1]
+        counts = {i: self.token_count(texts[i]) for i in full}
+        cut = [i for i, n in counts.items() if n is None or n > context]
+        if cut:
+            first = texts[cut[0]]
+            warnings.warn(f"encode_text: {len(cut)} text(s) reach the context length of {context} tokens and were "
+                          f"cut to it (the first: {first[:60]!r}{'...' if len(first) > 60 else ''}, "
+                          f"{counts[cut[0]] or 'over ' + str(context)} tokens)", RuntimeWarning, stacklevel=3)

@@ -49,6 +49,9 @@ class HFClipBackbone(Backbone):
     def token_mask_from_ids(self, input_ids: Tensor) -> Tensor:
         return input_ids != self.tokenizer.pad_token_id
 
+    def token_count(self, text: str) -> int | None:
+        return len(self.tokenizer.tokenize(text)) + self.tokenizer.num_special_tokens_to_add()
+
 
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -67,4 +70,6 @@ def load_hf_clip(name: str, *, pretrained: str | None = None, **kwargs) -> HFCli
     if processor_file.exists():
         processor = json.loads(processor_file.read_text())
         mean, std = processor.get("image_mean", mean), processor.get("image_std", std)
-    return HFClipBackbone(spec=f"hf:{name}", model=model, tokenizer=tokenizer, mean=mean, std=std, **kwargs)
+    backbone = HFClipBackbone(spec=f"hf:{name}", model=model, tokenizer=tokenizer, mean=mean, std=std, **kwargs)
+    backbone.pretrained = str(Path(pretrained).resolve()) if pretrained and Path(pretrained).is_dir() else pretrained
+    return backbone

@@ -64,6 +64,10 @@ class OpenClipBackbone(Backbone):
         # CLIP's BPE pads with 0 after the end-of-text token.
         return input_ids != 0
 
+    def token_count(self, text: str) -> int | None:
+        encode = getattr(self.tokenizer, "encode", None)  # SimpleTokenizer: BPE ids without start/end
+        return len(encode(text)) + 2 if callable(encode) else None
+
 
 _OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -77,7 +81,14 @@ def load_open_clip(name: str, *, pretrained: str | None = None, **kwargs) -> Ope
         raise FileNotFoundError(f"open_clip:{name}: pretrained checkpoint {pretrained!r} does not exist")
     model = open_clip.create_model(name, pretrained=pretrained, device="cpu")
     tokenizer = open_clip.get_tokenizer(name)
-    return OpenClipBackbone(spec=f"open_clip:{name}", model=model, tokenizer=tokenizer, **kwargs)
+    backbone = OpenClipBackbone(spec=f"open_clip:{name}", model=model, tokenizer=tokenizer, **kwargs)
+    backbone.pretrained, backbone.random_weights = _source(pretrained), not pretrained
+    return backbone
+
+
+def _source(pretrained: str | None) -> str | None:
+    """A local file as an absolute path (so saved adapters find it from any directory); a tag as is."""
+    return str(Path(pretrained).resolve()) if pretrained and Path(pretrained).is_file() else pretrained
 
 
 def tiny_configs() -> list[str]:
@@ -94,12 +105,13 @@ def load_tiny(name: str = "tiny-clip", *, pretrained: str | None = None, **kwarg
     if not path.exists():
         raise ValueError(f"unknown tiny backbone config {name!r}; shipped: {tiny_configs()}")
     cfg = json.loads(path.read_text())
-    torch.manual_seed(cfg.get("seed", 0))  # random weights are reproducible without a checkpoint
-    model = CLIP(
-        embed_dim=cfg["embed_dim"],  # extra config keys ("weights", "seed") are not CLIP's
-        vision_cfg=CLIPVisionCfg(**cfg["vision_cfg"]),
-        text_cfg=CLIPTextCfg(**cfg["text_cfg"]),
-    )
+    with torch.random.fork_rng(devices=[]):  # seeded, reproducible weights; the caller's RNG is left alone
+        torch.manual_seed(cfg.get("seed", 0))
+        model = CLIP(
+            embed_dim=cfg["embed_dim"],  # extra config keys ("weights", "seed") are not CLIP's
+            vision_cfg=CLIPVisionCfg(**cfg["vision_cfg"]),
+            text_cfg=CLIPTextCfg(**cfg["text_cfg"]),
+        )
     # A config may name shipped weights (backbones/weights/, e.g. tiny:synthetic, made by
     # `vl-adapters pretrain-backbone`); pretrained="" asks for the seeded initialisation instead.
     from .pretrain import load_weights, shipped_weights
@@ -108,4 +120,6 @@ def load_tiny(name: str = "tiny-clip", *, pretrained: str | None = None, **kwarg
     if weights is not None:
         load_weights(model, weights, spec=f"tiny:{name}")
     tokenizer = SimpleTokenizer(context_length=cfg["text_cfg"]["context_length"])
-    return OpenClipBackbone(spec=f"tiny:{name}", model=model, tokenizer=tokenizer, **kwargs)
+    backbone = OpenClipBackbone(spec=f"tiny:{name}", model=model, tokenizer=tokenizer, **kwargs)
+    backbone.pretrained = _source(pretrained)  # seeded: reproducible whatever the source
+    return backbone

@@ -156,7 +156,8 @@ def static_retrieval_accuracy(backbone, *, num: int = 64, seed: int = 123, frame
             "i2t_r1": (sims.argmax(0) == truth).float().mean().item(), "chance": 1.0 / num}
 
 
-def add_cli(subparsers) -> None:
+def register(subparsers) -> None:
+    """`vl-adapters pretrain-backbone` (vl_adapters/cli.py lists this module)."""
     p = subparsers.add_parser("pretrain-backbone", help="pretrain the tiny image-text backbone on synthetic stills")
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.add_argument("--config", default="synthetic", help="tiny config under vl_adapters/backbones/configs")

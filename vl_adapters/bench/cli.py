@@ -1,20 +1,9 @@
-"""`vl-adapters bench` and `vl-adapters pretrain-backbone` (registered through cli._SUBCOMMANDS)."""
+"""`vl-adapters bench`: registered by vl_adapters/cli.py, which lists the modules of its subcommands."""
 
 from __future__ import annotations
 
-from ..cli import _SUBCOMMANDS
 
+def register(subparsers) -> None:
+    from .run import add_cli
 
-def _register(subparsers) -> None:
-    from ..backbones.pretrain import add_cli as add_pretrain
-
-    add_pretrain(subparsers)
-    try:
-        from .run import add_cli as add_bench
-    except ImportError:  # the harness is optional while it is being built
-        return
-    add_bench(subparsers)
-
-
-if _register not in _SUBCOMMANDS:
-    _SUBCOMMANDS.append(_register)
+    add_cli(subparsers)

@@ -60,6 +60,13 @@ class Config:
 class AdapterConfig(Config):
     """Base of every adapter config."""
 
+    def require_at_least(self, minimum: int, *names: str) -> None:
+        """Raise ConfigError naming the first field of `names` below `minimum` (for __post_init__)."""
+        for name in names:
+            value = getattr(self, name)
+            if value < minimum:
+                raise ConfigError(f"{type(self).__name__}.{name} must be >= {minimum}, got {value}")
+
 
 @dataclass
 class TaskConfig(Config):

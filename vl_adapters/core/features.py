@@ -128,6 +128,28 @@ class TextFeatures(_FeatureOps):
 
 
 
+def check_against(features: VideoFeatures | TextFeatures, dims) -> None:
+    """Given (cached) features must have the widths of the backbone `dims` describes; NaN in their
+    embeddings is warned about (it would give NaN scores)."""
+    import warnings
+
+    if isinstance(features, VideoFeatures):
+        widths = [("frame_emb", features.frame_emb, dims.embed_dim), ("patch_tokens", features.patch_tokens,
+                                                                        dims.vision_width)]
+        embedding = features.frame_emb
+    else:
+        widths = [("text_emb", features.text_emb, dims.embed_dim), ("token_states", features.token_states,
+                                                                     dims.text_width)]
+        embedding = features.text_emb
+    for name, tensor, width in widths:
+        if tensor is not None and tensor.shape[-1] != width:
+            raise FeatureShapeError(f"{type(features).__name__}.{name}: expected width {width} (this backbone's), "
+                                    f"got {tensor.shape[-1]}: features of another backbone?")
+    if embedding.isnan().any():
+        warnings.warn(f"{type(features).__name__}: the given features hold NaN values; their scores will be NaN",
+                      RuntimeWarning, stacklevel=4)
+
+
 def _apply(features, fn):
     changes = {}
     for field in dataclasses.fields(features):

@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from .adapter import Adapter, AdapterConfig, AdapterContext, build_adapter
-from .features import TextFeatures, VideoFeatures, concat_text_features
-from .io import load_json, load_tensors, save_json, save_tensors
+from .features import TextFeatures, VideoFeatures, check_against, concat_text_features
+from .io import load_json, load_tensors, readable_directory, save_json, save_tensors
 from .pooling import cosine_matrix, pair_cosine, topk_rerank_pairs
 
 STAGE_ORDER = {"backbone": 0, "video": 1, "text": 1, "dual": 1, "cross": 2}
@@ -26,13 +26,25 @@ class CacheRefusedError(RuntimeError):
     """Cached backbone features were given while an adapter inside the backbone is active."""
 
 
+class BackboneMismatchError(ValueError):
+    """Saved adapters were trained on other backbone weights than the ones given to load them on."""
+
+
 class VideoLanguageModel(nn.Module):
-    """Frozen backbone, "backbone" adapters inside it, then "video"/"text" adapters, "cross" adapters, task head."""
+    """Frozen backbone, "backbone" adapters inside it, then "video"/"text" adapters, "cross" adapters, task head.
+
+    With "backbone" adapters the model runs its own copy of the backbone's modules, which shares the
+    frozen weight tensors (no memory is doubled) and receives the injected layers and hooks: the
+    backbone object given to wrap() is left as it was for every other model wrapped on it.
+    """
 
     def __init__(self, backbone, adapters: Sequence[Adapter], task) -> None:
         super().__init__()
+        adapters = _ordered(adapters, family=getattr(backbone, "family", None))
+        if any(a.stage == "backbone" for a in adapters):
+            backbone = _private_modules(backbone)
         self.backbone = backbone
-        self.adapters = nn.ModuleList(_ordered(adapters, family=getattr(backbone, "family", None)))
+        self.adapters = nn.ModuleList(adapters)
         for adapter in self.adapters:  # partners bind before moving, so rebuilt modules move too
             adapter.bind(tuple(self.adapters))
         self.task = task
@@ -106,6 +118,7 @@ class VideoLanguageModel(nn.Module):
                     f"cached video features cannot be used while backbone adapter(s) {names} change the "
                     "backbone's forward; pass frames instead (and turn the feature cache off)"
                 )
+            check_against(video, self.backbone.dims)
             return video.to(self.backbone.device).float()
         return self.backbone.encode_video(video, frame_mask)
 
@@ -113,6 +126,7 @@ class VideoLanguageModel(nn.Module):
         if isinstance(text, TextFeatures):
             if self.uses_backbone_adapters:
                 raise CacheRefusedError("cached text features cannot be used while a backbone adapter is active")
+            check_against(text, self.backbone.dims)
             return text.to(self.backbone.device).float()
         return self.backbone.encode_text(text)
 
@@ -225,6 +239,15 @@ class VideoLanguageModel(nn.Module):
         self.backbone.train(False)
         return self
 
+    def to(self, *args, **kwargs) -> VideoLanguageModel:
+        """As nn.Module.to, except that a floating dtype (model.to(torch.bfloat16)) goes to the backbone
+        only: adapters and the task head stay fp32, as wrap() made them, and read fp32 features."""
+        device, dtype, non_blocking, _ = torch._C._nn._parse_to(*args, **kwargs)
+        if dtype is None or not dtype.is_floating_point:
+            return super().to(*args, **kwargs)
+        self.backbone.to(device=device, dtype=dtype, non_blocking=non_blocking)
+        return super().to(device=device, non_blocking=non_blocking) if device is not None else self
+
     def merge(self) -> VideoLanguageModel:
         """A merged copy for inference: backbone adapters that can be folded into the weights (LoRA) are
         folded into a deep copy of the backbone and dropped; the others (hooks such as st_adapter) keep
@@ -235,6 +258,7 @@ class VideoLanguageModel(nn.Module):
         merged = copy.deepcopy(self)
         kept = [a for a in merged.adapters if not (a.stage == "backbone" and a.merge())]
         merged.adapters = nn.ModuleList(kept)
+        merged.backbone._fingerprint = None  # the folded weights are other weights
         merged.backbone.needs_grad = any(p.requires_grad for a in merged.backbone_adapters for p in a.parameters())
         return merged.eval()
 
@@ -265,18 +289,26 @@ class VideoLanguageModel(nn.Module):
         self.task.load_state_dict(task, strict=True)
 
     def describe(self) -> dict:
+        """What adapters.json records: the library version, the backbone (spec, pretrained source, weight
+        fingerprint, dims), the task config and the adapter configs in order."""
         from .. import __version__
 
-        dims = self.backbone.dims
+        backbone = self.backbone
+        dims = backbone.dims
+        # A random initialisation (open_clip without pretrained weights) cannot be loaded again, so it
+        # has no fingerprint to compare with; seeded tiny weights and weight files do.
+        random = getattr(backbone, "random_weights", False)
         return {
             "library_version": __version__,
-            "backbone": {"spec": self.backbone.spec, "dims": {**dims.__dict__, "grid": list(dims.grid)}},
+            "backbone": {"spec": backbone.spec, "pretrained": getattr(backbone, "pretrained", None),
+                         "fingerprint": None if random else backbone.fingerprint(),
+                         "dims": {**dims.__dict__, "grid": list(dims.grid)}},
             "task": self.task.config.to_dict(),
             "adapters": [a.config.to_dict() for a in self.adapters],
         }
 
     def save_adapters(self, directory: str | Path) -> None:
-        """adapters.safetensors (weights) + adapters.json (configs in order, backbone spec, version)."""
+        """adapters.safetensors (weights) + adapters.json (see describe())."""
         directory = Path(directory)
         save_tensors(directory / ADAPTERS_FILE, self.adapter_state_dict())
         save_json(directory / CONFIG_FILE, self.describe())
@@ -288,6 +320,16 @@ def _plus_extras(similarity: Tensor, extras) -> Tensor:
         if extra is not None:
             similarity = similarity + extra.to(similarity.dtype)
     return similarity
+
+
+def _private_modules(backbone):
+    """A copy of `backbone`'s module tree whose parameters, buffers and tokenizer are the original's
+    objects: adapters can inject layers or hooks into it without touching the original."""
+    import copy
+
+    backbone.fingerprint()  # of the weights as loaded, before any adapter adds its own (cached, copied along)
+    shared = [*backbone.parameters(), *backbone.buffers(), getattr(backbone, "tokenizer", None)]
+    return copy.deepcopy(backbone, memo={id(obj): obj for obj in shared if obj is not None})
 
 
 def _ordered(adapters: Sequence[Adapter], family: str | None = None) -> list[Adapter]:
@@ -336,24 +378,46 @@ def wrap(backbone, adapters: Sequence[str | AdapterConfig | dict] = (), task="re
     return VideoLanguageModel(backbone, built, build_task(task, logit_scale=backbone.logit_scale))
 
 
-def load_adapters(directory: str | Path, backbone=None, **backbone_kwargs) -> VideoLanguageModel:
-    """Rebuild a wrapped model from save_adapters' directory. Without `backbone`, the saved spec is loaded."""
+def load_adapters(directory: str | Path, backbone=None, *, allow_backbone_mismatch: bool = False,
+                  **backbone_kwargs) -> VideoLanguageModel:
+    """Rebuild a wrapped model, in eval mode, from save_adapters' directory.
+
+    Without `backbone`, the recorded spec is loaded with the recorded pretrained source (a `pretrained=`
+    keyword overrides the source). The backbone's weight fingerprint must match the recorded one;
+    `allow_backbone_mismatch=True` loads onto other weights anyway. Files written before the source and
+    fingerprint were recorded load as before: the spec alone, no weight check.
+    """
     from ..backbones import load_backbone
 
     directory = Path(directory)
+    directory = readable_directory(directory, CONFIG_FILE)  # a checkpoint swap a crash interrupted
     saved = load_json(directory / CONFIG_FILE)
-    spec = saved["backbone"]["spec"]
+    recorded = saved["backbone"]
+    spec = recorded["spec"]
     if backbone is None:
+        if backbone_kwargs.get("pretrained") is None:
+            backbone_kwargs["pretrained"] = recorded.get("pretrained")
+        source = backbone_kwargs["pretrained"]
+        if source and Path(source).is_absolute() and not Path(source).exists():
+            raise FileNotFoundError(
+                f"{directory / CONFIG_FILE}: the adapters were trained on backbone {spec!r} with weights "
+                f"{source!r}, which do not exist here; pass pretrained=<the same weights> (--pretrained)")
         backbone = load_backbone(spec, **backbone_kwargs)
     dims = backbone.dims
-    saved_dims = {**saved["backbone"]["dims"], "grid": tuple(saved["backbone"]["dims"]["grid"])}
+    saved_dims = {**recorded["dims"], "grid": tuple(recorded["dims"]["grid"])}
     if backbone.spec != spec or dims.__dict__ != saved_dims:
         raise ValueError(
             f"{directory}: these adapters were trained on backbone {spec!r} with dims {saved_dims}; "
             f"the given backbone is {backbone.spec!r} with dims {dims.__dict__}"
         )
+    expected = recorded.get("fingerprint")
+    if expected is not None and not allow_backbone_mismatch and backbone.fingerprint() != expected:
+        raise BackboneMismatchError(
+            f"{directory}: these adapters were trained on {spec!r} weights with fingerprint {expected} "
+            f"(pretrained={recorded.get('pretrained')!r}); the backbone given has fingerprint "
+            f"{backbone.fingerprint()} (pretrained={getattr(backbone, 'pretrained', None)!r}). Load the same "
+            "weights, or pass allow_backbone_mismatch=True (--allow-backbone-mismatch) to use these anyway"
+        )
     model = wrap(backbone, saved["adapters"], task=saved["task"])
     model.load_adapter_state_dict(load_tensors(directory / ADAPTERS_FILE, device=str(backbone.device)))
-    return model
-
-
+    return model.eval()

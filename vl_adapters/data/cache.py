@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..core.features import VideoFeatures
-from ..core.io import load_json, save_json
+from ..core.io import load_json, remove_orphans, save_json
 
 INDEX_FILE = "index.json"
 ARRAYS = ("frame_emb", "frame_mask", "patch_tokens")
@@ -137,6 +137,7 @@ def extract_features(dataset, backbone, directory: str | Path, *, sampler: str, 
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    remove_orphans(directory)  # temporaries of an index write a crash interrupted
     fingerprint = cache_fingerprint(backbone, sampler=sampler, num_frames=num_frames, patch_tokens=patch_tokens,
                                     dataset=dataset)
     video_ids = [str(v) for v in dataset.video_ids]
@@ -154,12 +155,7 @@ def extract_features(dataset, backbone, directory: str | Path, *, sampler: str, 
     shapes = {"frame_emb": ((n, t, d), np.float16), "frame_mask": ((n, t), np.bool_)}
     if patch_tokens:
         shapes["patch_tokens"] = ((n, t, grid[0] * grid[1], c), np.float16)
-    resume = index is not None
-    arrays = {}
-    for name, (shape, dtype) in shapes.items():
-        path = directory / f"{name}.npy.partial"
-        mode = "r+" if resume and path.exists() else "w+"
-        arrays[name] = np.lib.format.open_memmap(path, mode=mode, dtype=dtype, shape=shape)
+    arrays = _open_arrays(directory, shapes, index)
     if index is None:
         index = {"fingerprint": fingerprint, "video_ids": video_ids, "grid": list(grid), "done": [],
                  "bad_videos": {}, "complete": False}
@@ -201,11 +197,32 @@ def extract_features(dataset, backbone, directory: str | Path, *, sampler: str, 
     if len(done) == n:
         for name, array in arrays.items():
             array.flush()
-            del array
-            os.replace(directory / f"{name}.npy.partial", directory / f"{name}.npy")
+            partial = directory / f"{name}.npy.partial"
+            if partial.exists():  # a resumed finalisation may have renamed some already
+                os.replace(partial, directory / f"{name}.npy")
+        arrays.clear()
         index["complete"] = True
         save_json(index_path, index)
     return directory
+
+
+def _open_arrays(directory: Path, shapes: dict, index: dict | None) -> dict[str, np.memmap]:
+    """The arrays to write, memory-mapped: each `.npy.partial`, or its final `.npy` when a crash came
+    during the renames that finish an extraction. When an array with rows marked done is missing
+    altogether, those rows are marked undone (with `index` updated in place) rather than left as zeros."""
+    existing = {}
+    for name in shapes:
+        found = [p for p in (directory / f"{name}.npy.partial", directory / f"{name}.npy") if p.exists()]
+        existing[name] = found[0] if index is not None and found else None
+    if index is not None and index["done"] and not all(existing.values()):
+        index["done"], index["bad_videos"] = [], {}  # start over: a done row must have every array
+        existing = dict.fromkeys(shapes)
+    arrays = {}
+    for name, (shape, dtype) in shapes.items():
+        path = existing[name] or directory / f"{name}.npy.partial"
+        mode = "r+" if existing[name] else "w+"
+        arrays[name] = np.lib.format.open_memmap(path, mode=mode, dtype=dtype, shape=shape)
+    return arrays
 
 
 def _interactive() -> bool:

@@ -2,7 +2,9 @@
 
 Ranks are 0-based counts of candidates scored strictly higher than the ground truth (ties favour the
 ground truth, as CLIP4Clip's sort-and-find does). R@K is the percentage of queries with rank < K,
-MdR the median rank + 1, MnR the mean rank + 1.
+MdR the median rank + 1, MnR the mean rank + 1. A NaN score never helps: a NaN candidate counts as
+-inf and a NaN ground truth ranks last (a comparison with NaN is always false, so counting "scores >
+target" alone would give a NaN target rank 0, a perfect hit); scores holding NaN are warned about.
 
 Several captions per video: text->video ranks every caption against all videos; video->text scores
 each video against each *caption group* by the best of that group's captions (CLIP4Clip pads the
@@ -11,6 +13,7 @@ each video against each *caption group* by the best of that group's captions (CL
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -26,7 +29,8 @@ def ranks_of_truth(scores: Tensor, truth: Tensor) -> Tensor:
                          f"and {list(truth.shape)}")
     scores = scores.float()
     target = scores.gather(1, truth.long()[:, None].to(scores.device))
-    return (scores > target).sum(1)
+    ranks = (scores.nan_to_num(nan=float("-inf"), posinf=float("inf"), neginf=float("-inf")) > target).sum(1)
+    return torch.where(target[:, 0].isnan(), scores.shape[1] - 1, ranks)
 
 
 def rank_metrics(ranks: Tensor, prefix: str = "") -> dict[str, float]:
@@ -51,6 +55,10 @@ def retrieval_metrics(sims: Tensor, text_to_video: Tensor | Sequence[int] | None
     diagonal, one caption per video). Returns t2v_* and v2t_* metrics."""
     sims = sims.detach().float().cpu()
     n_texts, n_videos = sims.shape
+    nan = int(sims.isnan().sum())
+    if nan:
+        warnings.warn(f"retrieval_metrics: {nan} of {sims.numel()} scores are NaN; they rank last",
+                      RuntimeWarning, stacklevel=2)
     if text_to_video is None:
         if n_texts != n_videos:
             raise ValueError(f"retrieval_metrics: {n_texts} texts and {n_videos} videos; pass text_to_video")
@@ -63,7 +71,11 @@ def retrieval_metrics(sims: Tensor, text_to_video: Tensor | Sequence[int] | None
     has_caption = torch.zeros(n_videos, dtype=torch.bool)
     has_caption[owner] = True
     group_scores = torch.full((n_videos, n_videos), float("-inf"))
-    group_scores = group_scores.scatter_reduce(1, owner[None].expand(n_videos, -1), sims.T, reduce="amax")
+    index = owner[None].expand(n_videos, -1)
+    group_scores = group_scores.scatter_reduce(1, index, sims.T.nan_to_num(nan=float("-inf")), reduce="amax")
+    # a group whose captions are all NaN stays NaN (so that it ranks last, not as a -inf tie)
+    finite_count = torch.zeros(n_videos, n_videos).scatter_add(1, index, (~sims.T.isnan()).float())
+    group_scores = group_scores.masked_fill((finite_count == 0) & has_caption, float("nan"))
     queried = has_caption.nonzero().flatten()
     group_scores = group_scores[queried][:, has_caption]
     truth = torch.arange(len(queried))

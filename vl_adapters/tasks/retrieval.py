@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +33,9 @@ class RetrievalHead(TaskHead):
         b = video.batch_size
         if text.batch_size != b:
             raise ValueError(f"retrieval batch: {b} videos but {text.batch_size} texts; pairs must align")
+        if b == 1 and not is_distributed():
+            warnings.warn("retrieval: a batch of one pair has no negatives, so its contrastive loss is 0 and "
+                          "teaches nothing; use batches of 2 or more pairs", RuntimeWarning)
         pairs = torch.arange(b, device=video.frame_emb.device)
         video, text, losses = model.adapt(video, text, text_to_video=pairs, guidance=text)
         sims = model.dual_similarity(text, video)

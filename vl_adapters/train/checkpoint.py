@@ -6,22 +6,34 @@
   scheduler.json, state.json               schedule position; step, epoch, batch in epoch, best metric
   rng.safetensors + rng.json               torch (CPU and CUDA), numpy and python RNG states
 
-A checkpoint is written to a temporary sibling directory and swapped in with renames, so a crash
-leaves either the old or the new checkpoint, never half of one.
+A checkpoint is written to a temporary sibling directory and swapped in with renames
+(core/io.py swap_directory), so a crash at any instant leaves a whole checkpoint: `find_checkpoint`
+reads it wherever the swap stood, and `recover_checkpoints` (run when training starts) finishes the
+swap and removes orphaned temporary directories.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..core.io import load_json, load_tensors, save_json, save_tensors
+from ..core.io import (
+    load_json,
+    load_tensors,
+    readable_directory,
+    recover_directory,
+    save_json,
+    save_tensors,
+    swap_directory,
+    temp_directory,
+)
+
+CHECKPOINTS = ("last", "best")
+MARKER = "state.json"  # written last: a directory holding it is a whole checkpoint
 
 
 def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -76,8 +88,7 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
 def save_checkpoint(directory: str | Path, *, model, optimizer, scheduler, state: dict) -> None:
     """Write the checkpoint atomically into `directory` (replacing any previous one)."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
+    tmp = temp_directory(directory)
     try:
         model.save_adapters(tmp)
         opt_tensors, opt_meta = optimizer_state(optimizer)
@@ -87,27 +98,27 @@ def save_checkpoint(directory: str | Path, *, model, optimizer, scheduler, state
         rng_tensors, rng_meta = rng_state()
         save_tensors(tmp / "rng.safetensors", rng_tensors)
         save_json(tmp / "rng.json", rng_meta)
-        save_json(tmp / "state.json", state)
-        old = directory.with_name(f".{directory.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if directory.exists():
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        shutil.rmtree(old, ignore_errors=True)
+        save_json(tmp / MARKER, state)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    swap_directory(tmp, directory)
+
+
+def recover_checkpoints(checkpoints: str | Path) -> None:
+    """Finish any checkpoint swap a crash interrupted under `checkpoints/` and remove orphaned
+    temporary directories (call once, on one process, before reading or writing checkpoints)."""
+    for name in CHECKPOINTS:
+        recover_directory(Path(checkpoints) / name)
 
 
 def find_checkpoint(directory: str | Path) -> Path:
-    """The checkpoint directory itself, or the previous one if a crash came between the two renames."""
+    """The whole checkpoint at `directory`, wherever a crash left its swap (see core/io.py)."""
     directory = Path(directory)
-    if (directory / "state.json").exists():
-        return directory
-    old = directory.with_name(f".{directory.name}.old")
-    if (old / "state.json").exists():
-        return old
-    raise FileNotFoundError(f"{directory}: no checkpoint here (expected state.json from a training run)")
+    found = readable_directory(directory, MARKER)
+    if (found / MARKER).exists():
+        return found
+    raise FileNotFoundError(f"{directory}: no checkpoint here (expected {MARKER} from a training run)")
 
 
 def load_checkpoint(directory: str | Path, *, model, optimizer, scheduler, device: str = "cpu") -> dict:

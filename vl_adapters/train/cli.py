@@ -102,11 +102,14 @@ def register(sub) -> None:
     ev.add_argument("--rerank-k", type=int, help="cross adapters re-rank each text's top-k; <= 0 = all")
     ev.add_argument("--pretrained", help="backbone weights (default: the run's model.pretrained)")
     ev.add_argument("--device", default="auto")
-    ev.add_argument("--output", help="also write the metrics to this JSON file")
     ev.add_argument("--normalise", choices=("none", "dsl", "qb_norm"),
                     help="also report DSL or QB-Norm metrics (keys dsl/*, qb_norm/*) beside the raw ones "
                          "(default: the run's eval.normalise)")
     ev.add_argument("--querybank", help='qb_norm: "train" (the training split\'s captions) or a .txt/.json/.jsonl file')
+    ev.add_argument("--output", help="also write the metrics to this JSON file (skipped videos go beside it, "
+                                     "in <output>.skipped.json)")
+    ev.add_argument("--allow-backbone-mismatch", action="store_true",
+                    help="evaluate even if the backbone weights differ from the ones the adapters were trained on")
     ev.set_defaults(func=cmd_eval)
 
     ex = sub.add_parser("extract", help="run the frozen backbone once over a dataset and cache its features",
@@ -146,26 +149,21 @@ def _overrides(args) -> list[str]:
 
 
 def cmd_train(args) -> int:
-    from ..core.config import ConfigError
     from .config import load_config
+    from .data import dropped_rows
     from .trainer import train
 
     config_path = args.config
     if config_path is None and args.resume and args.run_dir and (Path(args.run_dir) / "config.yaml").exists():
         config_path = Path(args.run_dir) / "config.yaml"
-    try:
-        config = load_config(config_path, _overrides(args))
-    except (ConfigError, FileNotFoundError) as error:
-        print(f"vl-adapters train: {error}", file=sys.stderr)
-        return 2
-    from ..core.model import CacheRefusedError
-    from ..data.cache import StaleCacheError
-
-    try:
-        trainer = train(config, resume=args.resume)
-    except (CacheRefusedError, StaleCacheError) as error:  # said before any training step
-        print(f"vl-adapters train: {error}", file=sys.stderr)
-        return 2
+    config = load_config(config_path, _overrides(args))
+    check_dataset(config.data.dataset, config.data.root, "data.root (--root)")
+    trainer = train(config, resume=args.resume)
+    dropped = {"count": 0, "rows": []}
+    for dataset in (trainer.train_dataset, trainer.eval_dataset):
+        found = dropped_rows(dataset) if dataset is not None else {"count": 0, "rows": []}
+        dropped = {"count": dropped["count"] + found["count"], "rows": dropped["rows"] + found["rows"]}
+    report_skipped("train", trainer.skipped, dropped, trainer.run_dir / "report.json", write=False)
     print(json.dumps({"run_dir": str(trainer.run_dir), "step": trainer.state["step"],
                       "best": {trainer.state["best_metric"]: trainer.state["best_value"]}}))
     return 0
@@ -183,12 +181,50 @@ def _querybank(normalise: str, options: dict, dataset_name: str, root: str, d, n
     return querybank_texts(bank.querybank, train_dataset=train, size=bank.querybank_size)
 
 
+def check_dataset(name: str, root: str | Path, what: str) -> None:
+    """A known dataset name and an existing root directory, said in one line before any work."""
+    from ..core.config import ConfigError
+    from ..data import DATASETS
+
+    if name not in DATASETS:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(DATASETS), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown dataset {name!r}.{hint} Known: {', '.join(sorted(DATASETS))}")
+    if not str(root):
+        raise ConfigError(f"{what} is not set: give the directory that holds the {name} dataset")
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"{what} {str(root)!r}: no such directory (expected the {name} dataset there)")
+
+
+def report_skipped(command: str, skipped: list[dict], dropped: dict, path: Path | None, *, write: bool = True) -> None:
+    """One line per kind of thing left out (videos by reason, annotation rows dropped in lenient mode);
+    the lists go to `path` (written here when `write`)."""
+    from ..core.io import save_json
+    from .data import skipped_report
+
+    videos = skipped_report(skipped)
+    if videos["count"]:
+        reasons = ", ".join(f"{len(ids)} {reason}" for reason, ids in videos["by_reason"].items())
+        distinct = sum(len(ids) for ids in videos["by_reason"].values())
+        where = f"; listed in {path}" if path is not None else ""
+        print(f"vl-adapters {command}: skipped {distinct} video(s) ({reasons}){where}", file=sys.stderr)
+    if dropped["count"]:
+        where = f"; listed in {path}" if path is not None else ""
+        print(f"vl-adapters {command}: dropped {dropped['count']} malformed annotation row(s) (the first: "
+              f"{dropped['rows'][0]}){where}", file=sys.stderr)
+    if write and path is not None and (videos["count"] or dropped["count"]):
+        save_json(path, {"skipped_videos": videos, "dropped_annotation_rows": dropped})
+
+
 def cmd_eval(args) -> int:
     from .. import load_adapters
     from ..core.config import ConfigError
+    from ..data import build_dataset
     from ..data.cache import FeatureCache, cache_fingerprint
     from .config import load_config
-    from .data import CachedDataset
+    from .data import CachedDataset, dropped_rows
     from .evaluate import evaluate
     from .trainer import resolve_device
 
@@ -202,6 +238,7 @@ def cmd_eval(args) -> int:
     d = config.data
     dataset_name, root = args.dataset or d.dataset, args.root or d.root
     split, num_frames = args.split or d.eval_split, args.num_frames or d.num_frames
+    check_dataset(dataset_name, root, "--root")
     normalise = args.normalise or config.eval.normalise
     normalise_options = dict(config.eval.normalise_options) if normalise == config.eval.normalise else {}
     if args.querybank:
@@ -211,12 +248,12 @@ def cmd_eval(args) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as error:
         print(f"vl-adapters eval: {error}", file=sys.stderr)
         return 2
-    model = load_adapters(directory, pretrained=args.pretrained or config.model.pretrained, device=device)
-    from ..data import build_dataset
-
+    model = load_adapters(directory, pretrained=args.pretrained or config.model.pretrained, device=device,
+                          allow_backbone_mismatch=args.allow_backbone_mismatch)
     options = {"size": model.backbone.dims.image_size, **d.options}
     dataset = build_dataset(dataset_name, root, split, num_frames=num_frames, sampler=d.sampler, train=False,
                             **options)
+    dropped = dropped_rows(dataset)
     cache_root = args.cache or d.cache
     if cache_root:
         cache = FeatureCache(Path(cache_root) / split)
@@ -229,13 +266,18 @@ def cmd_eval(args) -> int:
             dataset = CachedDataset(dataset, cache)
     rerank = args.rerank_k if args.rerank_k is not None else config.eval.rerank_k
     workers = args.num_workers if args.num_workers is not None else d.num_workers
+    skipped: list[dict] = []
     metrics = evaluate(model, dataset, batch_size=args.batch_size or d.eval_batch_size, num_workers=workers,
                        rerank_k=rerank, autocast=device.type == "cuda", normalise=normalise,
-                       normalise_options=normalise_options, querybank=querybank)
+                       normalise_options=normalise_options, querybank=querybank, skipped=skipped)
     text = json.dumps(metrics, indent=2)
     print(text)
     if args.output:
-        Path(args.output).write_text(text + "\n")
+        from ..core.io import save_text
+
+        save_text(args.output, text + "\n")
+    beside = Path(args.output).with_suffix(".skipped.json") if args.output else None
+    report_skipped("eval", skipped, dropped, beside)
     return 0
 
 
@@ -243,13 +285,16 @@ def cmd_extract(args) -> int:
     import yaml
 
     from .. import load_backbone
+    from ..core.io import load_json
     from ..data import build_dataset
-    from ..data.cache import extract_features
+    from ..data.cache import INDEX_FILE, extract_features
+    from .data import dropped_rows
 
     options: dict = {}
     for item in args.option:
         key, _, value = item.partition("=")
         options[key] = yaml.safe_load(value)
+    check_dataset(args.dataset, args.root, "--root")
     backbone = load_backbone(args.backbone, pretrained=args.pretrained, device=args.device)
     options = {"size": backbone.dims.image_size, **options}  # decode straight to the backbone's input size
     dataset = build_dataset(args.dataset, args.root, args.split, num_frames=args.num_frames, sampler=args.sampler,
@@ -257,11 +302,8 @@ def cmd_extract(args) -> int:
     out = extract_features(dataset, backbone, args.out, sampler=args.sampler, num_frames=args.num_frames,
                            batch_size=args.batch_size, patch_tokens=not args.no_patch_tokens,
                            on_bad_video=args.on_bad_video)
+    bad = load_json(Path(out) / INDEX_FILE).get("bad_videos", {})
     print(f"feature cache written to {out}")
+    report_skipped("extract", [{"video_id": v, "reason": r} for v, r in bad.items()], dropped_rows(dataset),
+                   Path(out) / "skipped.json")
     return 0
-
-
-from ..cli import _SUBCOMMANDS  # noqa: E402
-
-if register not in _SUBCOMMANDS:
-    _SUBCOMMANDS.append(register)

@@ -14,6 +14,7 @@ from typing import Any
 from ..core.config import ConfigError
 
 BAD_VIDEO_POLICIES = ("skip", "raise")
+NONFINITE_POLICIES = ("stop", "skip")
 
 
 @dataclass
@@ -69,6 +70,7 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many optimiser steps (0 = run every epoch); for smoke runs
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     on_bad_video: str = "skip"  # skip (count, list in the run report) | raise
+    nonfinite_loss: str = "stop"  # stop (raise naming the step) | skip (drop the batch, count it in the report)
     progress: bool | None = None  # progress bars; None = only on a TTY outside CI
     log_every: int = 10
     data: DataConfig = field(default_factory=DataConfig)
@@ -89,7 +91,9 @@ class TrainConfig:
 
 def validate(cfg: TrainConfig) -> None:
     if cfg.on_bad_video not in BAD_VIDEO_POLICIES:
-        raise ConfigError(f"on_bad_video must be one of {BAD_VIDEO_POLICIES}, got {cfg.on_bad_video!r}")
+        raise _error("on_bad_video", f"must be one of {BAD_VIDEO_POLICIES}, got {cfg.on_bad_video!r}")
+    if cfg.nonfinite_loss not in NONFINITE_POLICIES:
+        raise _error("nonfinite_loss", f"must be one of {NONFINITE_POLICIES}, got {cfg.nonfinite_loss!r}")
     checks = [("epochs", cfg.epochs >= 1), ("data.batch_size", cfg.data.batch_size >= 1),
               ("data.eval_batch_size", cfg.data.eval_batch_size >= 1), ("data.num_frames", cfg.data.num_frames >= 1),
               ("data.num_workers", cfg.data.num_workers >= 0), ("optim.accumulation", cfg.optim.accumulation >= 1),
@@ -97,10 +101,45 @@ def validate(cfg: TrainConfig) -> None:
               ("max_steps", cfg.max_steps >= 0)]
     for name, ok in checks:
         if not ok:
-            raise ConfigError(f"{name}: invalid value {_get(cfg, name)!r}")
+            raise _error(name, f"invalid value {_get(cfg, name)!r}")
+    for i, spec in enumerate(cfg.model.adapters):
+        _check_adapter(f"model.adapters.{i}", spec)
     from ..tasks.normalise import parse_options
 
     parse_options(cfg.eval.normalise, cfg.eval.normalise_options)
+
+
+def _error(key: str, message: str) -> ConfigError:
+    """A ConfigError about `key` (dotted; list items by index), which load_config turns into file:line."""
+    error = ConfigError(f"{key}: {message}")
+    error.key = key
+    return error
+
+
+def _check_adapter(key: str, spec) -> None:
+    """Build the adapter's config now (not its module), so a wrong name or key stops the run before
+    any dataset or model is built."""
+    from ..core.registry import ADAPTERS
+
+    if isinstance(spec, str):
+        name, settings = spec, None
+    elif isinstance(spec, dict):
+        if "type" not in spec:
+            raise _error(key, f"an adapter mapping needs a 'type' key naming a registered adapter, got {sorted(spec)}")
+        name, settings = spec["type"], spec
+    else:
+        raise _error(key, f"expected an adapter name or a mapping with 'type', got {spec!r}")
+    try:
+        config_class = ADAPTERS.get(name).config_class
+    except KeyError as error:
+        raise _error(key, str(error)) from None
+    if settings is None:
+        return
+    unknown = sorted(set(settings) - {"type"} - {f.name for f in dataclasses.fields(config_class)})
+    try:
+        config_class.from_dict(settings)
+    except ConfigError as error:
+        raise _error(f"{key}.{unknown[0]}" if unknown else key, str(error)) from None
 
 
 def _get(cfg, dotted: str):
@@ -119,12 +158,14 @@ def _to_plain(value):
 
 def _build(cls, data: Any, where: str):
     if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+        raise _error(where.rstrip(".") or "config", f"expected a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"unknown key(s) {[f'{where}{k}' for k in unknown]} in the training config; "
-                          f"known keys{' under ' + where.rstrip('.') if where else ''}: {sorted(fields)}")
+        error = ConfigError(f"unknown key(s) {[f'{where}{k}' for k in unknown]} in the training config; "
+                            f"known keys{' under ' + where.rstrip('.') if where else ''}: {sorted(fields)}")
+        error.key = f"{where}{unknown[0]}"
+        raise error
     hints = typing.get_type_hints(cls)
     values = {}
     for name, value in data.items():
@@ -142,13 +183,13 @@ def _coerce(name: str, hint, value):
     if value is None:
         if hint is Any or type(None) in args:
             return None
-        raise ConfigError(f"{name}: may not be null")
+        raise _error(name, "may not be null")
     if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
         inner = [a for a in args if a is not type(None)]
         return _coerce(name, inner[0], value) if len(inner) == 1 else value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{name}: expected a list, got {value!r}")
+            raise _error(name, f"expected a list, got {value!r}")
         return tuple(_coerce(name, args[0], v) for v in value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -156,30 +197,39 @@ def _coerce(name: str, hint, value):
         try:
             return float(value)
         except ValueError:
-            raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+            raise _error(name, f"expected a number, got {value!r}") from None
     if hint in (int, float, bool, str) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
-        raise ConfigError(f"{name}: expected {hint.__name__}, got {value!r}")
+        raise _error(name, f"expected {hint.__name__}, got {value!r}")
     if hint is list and not isinstance(value, list):
-        raise ConfigError(f"{name}: expected a list, got {value!r}")
+        raise _error(name, f"expected a list, got {value!r}")
     if hint is dict and not isinstance(value, dict):
-        raise ConfigError(f"{name}: expected a mapping, got {value!r}")
+        raise _error(name, f"expected a mapping, got {value!r}")
     return value
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> TrainConfig:
     """A TrainConfig from a YAML/JSON file (or defaults) with `key.sub=value` overrides applied on top
-    (values parsed as YAML: `optim.lr=3e-4`, `model.adapters=[temporal_transformer]`)."""
+    (values parsed as YAML: `optim.lr=3e-4`, `model.adapters=[temporal_transformer]`). A ConfigError
+    about a key that the file sets names the file and the line: `cfg.yaml:7: model.adapters.0: ...`."""
     import yaml
 
     data: dict = {}
+    text = ""
     if path is not None:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such config file")
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            raise ConfigError(f"{where}: not valid YAML ({getattr(error, 'problem', None) or error})") from None
         if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
+            raise ConfigError(f"{path}:1: expected a mapping at the top level")
     items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides or []]
+    overridden = set()
     for key, value in items:
         if isinstance(value, str) and not isinstance(overrides, dict):
             value = yaml.safe_load(value) if value != "" else ""
@@ -190,7 +240,38 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
             if not isinstance(node, dict):
                 raise ConfigError(f"override {key!r}: {part!r} is not a section")
         node[parts[-1]] = value
-    return TrainConfig.from_dict(data)
+        overridden.add(key)
+    try:
+        return TrainConfig.from_dict(data)
+    except ConfigError as error:
+        key = getattr(error, "key", None)
+        if path is None or key is None or any(key == o or key.startswith(o + ".") for o in overridden):
+            raise
+        line = _line_of(text, key.split("."))
+        raise ConfigError(f"{path}{f':{line}' if line else ''}: {error}") from None
+
+
+def _line_of(text: str, keys: list[str]) -> int | None:
+    """The 1-based line where the YAML `text` sets the dotted key path (the deepest part it has)."""
+    import yaml
+
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for key in keys:
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if getattr(k, "value", None) == key]
+            if not match:
+                break
+            line, node = match[0][0].start_mark.line + 1, match[0][1]
+        elif isinstance(node, yaml.SequenceNode) and key.isdigit() and int(key) < len(node.value):
+            node = node.value[int(key)]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
 
 
 def _split(override: str) -> tuple[str, str]:

@@ -109,3 +109,31 @@ def batch_size_of(batch: dict) -> int:
     if video is None:
         return 0
     return video.batch_size if hasattr(video, "batch_size") else len(video)
+
+
+# A short reason key per kind of unreadable video, from the messages of data/video.py (first match wins).
+SKIP_REASONS = (("file not found", "missing file"), ("not a file", "missing file"), ("empty file", "empty"),
+                ("no video stream", "no frames"), ("no decodable frames", "no frames"),
+                ("chose no frames", "no frames"))
+
+
+def skip_reason(message: str) -> str:
+    """"missing file", "empty", "no frames" or "corrupt" (anything a decoder failed on)."""
+    lowered = message.lower()
+    return next((key for needle, key in SKIP_REASONS if needle in lowered), "corrupt")
+
+
+def skipped_report(skipped: list[dict]) -> dict:
+    """{"count", "by_reason": {reason key: [video ids]}, "videos": [{video_id, reason, ...}]}."""
+    by_reason: dict[str, list[str]] = {}
+    for entry in skipped:
+        by_reason.setdefault(skip_reason(entry["reason"]), []).append(entry["video_id"])
+    return {"count": len(skipped), "by_reason": {k: sorted(set(v)) for k, v in sorted(by_reason.items())},
+            "videos": skipped}
+
+
+def dropped_rows(dataset) -> dict:
+    """Annotation rows a dataset dropped in lenient mode (strict_annotations=False): count and messages."""
+    dataset = getattr(dataset, "dataset", dataset)  # a CachedDataset wraps the dataset
+    errors = list(getattr(dataset, "annotation_errors", None) or [])
+    return {"count": len(errors), "rows": errors}

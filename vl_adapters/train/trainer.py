@@ -4,6 +4,7 @@ on CUDA, evaluation each epoch, atomic best/last checkpoints, exact resume, DDP 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import sys
@@ -15,13 +16,26 @@ import torch
 import torch.distributed as dist
 
 from ..core import distributed
-from ..core.io import load_json, save_json
+from ..core.io import load_json, remove_orphans, save_json, save_text
 from ..core.model import CacheRefusedError
-from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import find_checkpoint, load_checkpoint, recover_checkpoints, save_checkpoint
 from .config import TrainConfig
-from .data import BadVideoError, CachedDataset, batch_size_of, batches_per_epoch, make_loader, skipped_of
+from .data import (
+    BadVideoError,
+    CachedDataset,
+    batch_size_of,
+    batches_per_epoch,
+    dropped_rows,
+    make_loader,
+    skipped_of,
+    skipped_report,
+)
 from .evaluate import default_metric, evaluate
 from .schedule import WarmupCosine
+
+
+class NonFiniteError(RuntimeError):
+    """The loss, the gradients or the adapter weights stopped being finite numbers."""
 
 
 def seed_everything(seed: int) -> None:
@@ -97,7 +111,12 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_metric": None, "best_value": None,
-                      "skipped": []}
+                      "skipped": [], "nonfinite_skipped": [], "metrics_bytes": 0}
+        if self.is_main:  # finish a checkpoint swap that a crash interrupted, drop orphaned temporaries
+            recover_checkpoints(self.run_dir / "checkpoints")
+            remove_orphans(self.run_dir)
+        if distributed.is_distributed():
+            dist.barrier()
 
     # ---- building ------------------------------------------------------------------------
     def _build_dataset(self, split: str, *, size: int, train: bool):
@@ -145,11 +164,27 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------------------
     def resume(self, checkpoint: str | Path | None = None) -> None:
-        """Continue from a checkpoint (default: <run_dir>/checkpoints/last)."""
-        directory = find_checkpoint(checkpoint or self.run_dir / "checkpoints" / "last")
-        self.state = load_checkpoint(directory, model=self.model, optimizer=self.optimizer,
-                                     scheduler=self.scheduler, device=str(self.device))
+        """Continue from a checkpoint (default: <run_dir>/checkpoints/last). A run that died before its
+        first checkpoint (its run directory has config.json, but no checkpoint) starts again from step 0.
+        metrics.jsonl is cut back to what it held when the checkpoint was written, so the steps done
+        again are not logged twice."""
+        try:
+            directory = find_checkpoint(checkpoint or self.run_dir / "checkpoints" / "last")
+        except FileNotFoundError:
+            if checkpoint is not None or not (self.run_dir / "config.json").exists():
+                raise
+            self._truncate_metrics(0)
+            return
+        self.state = {**self.state, **load_checkpoint(directory, model=self.model, optimizer=self.optimizer,
+                                                      scheduler=self.scheduler, device=str(self.device))}
         self.skipped = list(self.state.get("skipped", []))
+        if checkpoint is None or Path(checkpoint).resolve().parent == (self.run_dir / "checkpoints").resolve():
+            self._truncate_metrics(self.state.get("metrics_bytes"))
+
+    def _truncate_metrics(self, size: int | None) -> None:
+        path = self.run_dir / "metrics.jsonl"
+        if self.is_main and size is not None and path.exists() and path.stat().st_size > size:
+            os.truncate(path, size)
 
     def _forward(self, batch):
         module = self.ddp if self.ddp is not None else self.model
@@ -174,7 +209,7 @@ class Trainer:
             save_json(self.run_dir / "config.json", cfg.to_dict())
             import yaml
 
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            save_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         metrics: dict = {}
         stopped = False
         accumulation = cfg.optim.accumulation
@@ -197,12 +232,15 @@ class Trainer:
                     context = self.ddp.no_sync() if (self.ddp is not None and not sync) else _null()
                     with context:
                         out = self._forward(batch)
-                        (out.loss / accumulation).backward()
-                    pending += 1
-                    loss_value = out.loss.detach().float().item()
+                        loss_value = out.loss.detach().float().item()
+                        if self._all_ranks_finite(loss_value, "loss"):
+                            (out.loss / accumulation).backward()
+                            pending += 1
                 if pending and (pending == accumulation or last_of_epoch):
-                    self._optimizer_step()
+                    stepped = self._optimizer_step()
                     pending = 0
+                    if not stepped:
+                        continue
                     if self.state["step"] % cfg.log_every == 0 or self.state["step"] == 1:
                         self._log({"kind": "train", "step": self.state["step"], "epoch": epoch,
                                    "loss": loss_value, "lr": self.scheduler.get_last_lr()[0]})
@@ -232,13 +270,45 @@ class Trainer:
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag.item())
 
-    def _optimizer_step(self) -> None:
-        if self.config.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.trainable_parameters(), self.config.optim.grad_clip)
+    def _optimizer_step(self) -> bool:
+        """Clip and step; False when the gradients are not finite and the step is skipped."""
+        params = self.model.trainable_parameters()
+        clip = self.config.optim.grad_clip if self.config.optim.grad_clip > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(params, clip).item()
+        if not self._all_ranks_finite(norm, "gradient norm"):
+            self.optimizer.zero_grad(set_to_none=True)
+            return False
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state["step"] += 1
+        return True
+
+    def _all_ranks_finite(self, value: float, what: str) -> bool:
+        """True when `value` is finite on every rank. Otherwise stop (nonfinite_loss: stop) with an error
+        naming the step, or record the skipped step and return False (skip)."""
+        finite = math.isfinite(value)
+        if self.ddp is not None:
+            flag = torch.tensor([int(finite)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            finite = bool(flag.item())
+        if finite:
+            return True
+        where = {"step": self.state["step"] + 1, "epoch": self.state["epoch"],
+                 "batch_in_epoch": self.state["batch_in_epoch"], "what": what, "value": str(value)}
+        if self.config.nonfinite_loss == "stop":
+            self._stop_nonfinite(
+                f"the {what} is {value} (non-finite) at step {where['step']} (epoch {where['epoch'] + 1}, batch "
+                f"{where['batch_in_epoch']}); lower optim.lr, check the inputs for NaN, or set "
+                "nonfinite_loss: skip to drop such batches")
+        self.state["nonfinite_skipped"].append(where)
+        self._log({"kind": "skipped", **where})
+        return False
+
+    def _stop_nonfinite(self, message: str) -> None:
+        """Record why the run stopped in report.json (the checkpoints keep their last finite state)."""
+        self._write_report({}, stopped=True, error=message)
+        raise NonFiniteError(message)
 
     def evaluate(self) -> dict:
         return evaluate(self.model, self.eval_dataset, batch_size=self.config.data.eval_batch_size,
@@ -251,6 +321,8 @@ class Trainer:
         if name not in metrics:
             raise KeyError(f"eval.metric {name!r} is not among the evaluation's metrics {sorted(metrics)}")
         value = metrics[name]
+        if not math.isfinite(value):  # never the best: a NaN compares false both ways
+            return
         lower_is_better = name.endswith(("MdR", "MnR"))
         best = self.state["best_value"]
         if best is None or (value < best if lower_is_better else value > best):
@@ -261,7 +333,15 @@ class Trainer:
     def _save(self, which: str) -> None:
         if not self.is_main:
             return
+        broken = [n for n, p in self.model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
+        if broken:
+            self._stop_nonfinite(
+                f"the adapter weights {broken[:3]}{' ...' if len(broken) > 3 else ''} are non-finite "
+                f"at step {self.state['step']}; lower optim.lr. The {which!r} checkpoint was not written, "
+                "so the checkpoints keep their last finite state")
         self.state["skipped"] = self.skipped
+        log = self.run_dir / "metrics.jsonl"
+        self.state["metrics_bytes"] = log.stat().st_size if log.exists() else 0
         save_checkpoint(self.run_dir / "checkpoints" / which, model=self.model, optimizer=self.optimizer,
                         scheduler=self.scheduler, state=dict(self.state))
 
@@ -272,24 +352,29 @@ class Trainer:
         with open(self.run_dir / "metrics.jsonl", "a") as log:
             log.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
 
-    def _write_report(self, metrics: dict, stopped: bool) -> None:
+    def _write_report(self, metrics: dict, stopped: bool, error: str | None = None) -> None:
         if not self.is_main:
             return
         unique = {(e["video_id"], e.get("split")): e for e in self.skipped}
         self.skipped = list(unique.values())
-        reasons: dict[str, int] = {}
-        for entry in self.skipped:
-            reasons[entry["reason"]] = reasons.get(entry["reason"], 0) + 1
-        save_json(self.run_dir / "report.json", {
+        report = {
             "finished": not stopped, "step": self.state["step"], "epoch": self.state["epoch"],
             "train_samples": len(self.train_dataset),
             "eval_samples": len(self.eval_dataset) if self.eval_dataset is not None else 0,
+            "dropped_annotation_rows": {split: dropped_rows(dataset) for split, dataset in
+                                        (("train", self.train_dataset), ("eval", self.eval_dataset))
+                                        if dataset is not None and dropped_rows(dataset)["count"]},
             "feature_cache": self.cache_note,
             "trainable_parameters": sum(p.numel() for p in self.model.trainable_parameters()),
             "best": {"metric": self.state["best_metric"], "value": self.state["best_value"]},
             "last_metrics": metrics,
-            "skipped_videos": {"count": len(self.skipped), "by_reason": reasons, "videos": self.skipped},
-        })
+            "skipped_videos": skipped_report(self.skipped),
+            "nonfinite_skipped": {"count": len(self.state["nonfinite_skipped"]),
+                                  "steps": self.state["nonfinite_skipped"]},
+        }
+        if error is not None:
+            report["error"] = error
+        save_json(self.run_dir / "report.json", report)
 
 
 class _null:

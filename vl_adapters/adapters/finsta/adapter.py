@@ -87,7 +87,7 @@ class Finsta(Adapter):
         self.node_type_embedding = nn.Embedding(len(NODE_TYPES), d)
         self.edge_type_embedding = nn.Embedding(2 * len(EDGE_TYPES), d)
         self.tsg_encoder = GraphTransformer(dim=d, layers=config.tsg_layers, heads=heads, dropout=config.dropout)
-        self.text_node_score = nn.Linear(d, 1)
+        self.text_node_score = nn.Linear(d, 1, bias=False)  # a bias cancels in the per-graph softmax
         # DSG encoder: (R-GTrm, STGD) blocks
         self.slot_proj = nn.Linear(dims.vision_width, d)
         self.slot_geometry = nn.Linear(3, d)  # centroid (y, x) and mass
@@ -96,11 +96,11 @@ class Finsta(Adapter):
             RecurrentGraphTransformer(dim=d, layers=1, heads=heads, dropout=config.dropout)
             for _ in range(config.dsg_layers))
         self.stgd = nn.ModuleList(STGDLayer(dim=d, heads=heads, sigma=config.sigma) for _ in range(config.dsg_layers))
-        self.video_node_score = nn.Linear(d, 1)
+        self.video_node_score = nn.Linear(d, 1, bias=False)
         self.interval_proj = nn.Linear(2 * d, d)
         # HSG encoder and its matching head
         self.holistic_encoder = HolisticEncoder(dim=d, layers=config.hsg_layers, heads=heads, dropout=config.dropout)
-        self.match_head = nn.Linear(d, 1)
+        self.match_head = nn.Linear(d, 1, bias=False)  # ranked against its negatives: a bias cancels
         # alignment
         self.osc = StructuralContrast(dim=d, temperature=config.temperature)
         self.ptc = StructuralContrast(dim=d, temperature=config.temperature, ordered=True)

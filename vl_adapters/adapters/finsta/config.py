@@ -32,3 +32,6 @@ class FinstaConfig(AdapterConfig):
     distill_weight: float = 1.0
     use_graphs_at_inference: bool = False
     dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.require_at_least(1, "dim", "heads", "tsg_layers", "dsg_layers", "slots", "slot_iters", "interval")

@@ -47,10 +47,7 @@ class Lora(Adapter):
     families = ("open_clip", "hf")
 
     def __init__(self, config: LoraConfig, dims) -> None:
-        super().__init__(config, dims)
-        if config.rank < 1:
-            raise ConfigError(f"lora.rank must be >= 1, got {config.rank}")
-        target_pattern("open_clip", config.towers, config.targets)  # validate early
+        super().__init__(config, dims)  # LoraConfig has validated rank, towers and targets
         self.lora = nn.ModuleDict()
         self._model: list[nn.Module] = []  # a plain list, so backbone.model is not registered as a submodule
         self._adapter_name = ""

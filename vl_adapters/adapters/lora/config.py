@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...core.config import AdapterConfig
+from ...core.config import AdapterConfig, ConfigError
 
 TOWERS = ("vision", "text", "both")
 TARGETS = ("attention", "mlp", "all")
@@ -23,3 +23,12 @@ class LoraConfig(AdapterConfig):
     dropout: float = 0.0
     towers: str = "both"
     targets: str = "all"
+
+    def __post_init__(self) -> None:
+        self.require_at_least(1, "rank")
+        if self.towers not in TOWERS:
+            raise ConfigError(f"LoraConfig.towers must be one of {TOWERS}, got {self.towers!r}")
+        if self.targets not in TARGETS:
+            raise ConfigError(f"LoraConfig.targets must be one of {TARGETS}, got {self.targets!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"LoraConfig.dropout must be in [0, 1), got {self.dropout}")

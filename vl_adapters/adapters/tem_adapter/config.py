@@ -33,6 +33,7 @@ class TemTemporalAlignerConfig(AdapterConfig):
         if self.official_compat:
             for key, value in OFFICIAL_TEMPORAL.items():
                 setattr(self, key, value)
+        self.require_at_least(1, "heads", "max_frames")
         if self.prediction_weight < 0:
             raise ConfigError(f"TemTemporalAlignerConfig.prediction_weight must be >= 0, got {self.prediction_weight}")
 
@@ -61,6 +62,7 @@ class TemSemanticAlignerConfig(AdapterConfig):
             for key, value in OFFICIAL_SEMANTIC.items():
                 setattr(self, key, value)
             self.use_token_states = False
+        self.require_at_least(1, "width", "heads")
         if self.width % self.heads:
             raise ConfigError(f"TemSemanticAlignerConfig: width {self.width} is not divisible by heads {self.heads}")
         if self.layers < 1:

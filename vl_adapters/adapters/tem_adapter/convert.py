@@ -144,8 +144,3 @@ def register(sub) -> None:
                         help="backbone spec recorded with the adapters (the official one is CLIP ViT-B/32)")
     parser.set_defaults(func=_cmd_convert)
 
-
-from ...cli import _SUBCOMMANDS  # noqa: E402
-
-if register not in _SUBCOMMANDS:
-    _SUBCOMMANDS.append(register)

@@ -14,3 +14,6 @@ class TemporalTransformerConfig(AdapterConfig):
     max_frames: int = 64
     mlp_ratio: float = 4.0
     dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        self.require_at_least(1, "layers", "heads", "max_frames")

@@ -42,6 +42,7 @@ class TrajectoryWordConfig(AdapterConfig):
 
     def __post_init__(self) -> None:
         name = "TrajectoryWordConfig"
+        self.require_at_least(1, "heads")
         if self.depth < 1:
             raise ConfigError(f"{name}.depth must be >= 1, got {self.depth}")
         if self.width is not None and self.width % self.heads:

@@ -23,7 +23,8 @@ class Annotations:
         where = f"{file}:{line}" if line is not None else str(file)
         message = f"{where}: {reason}"
         if self.strict:
-            raise AnnotationError(message + " (pass strict_annotations=False to skip malformed rows)")
+            raise AnnotationError(message + " (pass strict_annotations=False, on the command line --set "
+                                  "data.options={strict_annotations: false}, to skip malformed rows and count them)")
         self.errors.append(message)
         log.warning("skipping a malformed annotation row: %s", message)
 
