@@ -1,17 +1,30 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ...core.adapter import Adapter, AdapterOutput, register_adapter
 from ...core.features import FeatureShapeError
+from ..tem_adapter.modules import sinusoid_positions
 from .config import TemporalTransformerConfig
 
 
 @register_adapter("temporal_transformer")
 class TemporalTransformer(Adapter):
-    """frame_emb + out_proj(Transformer(frame_emb + position)); out_proj starts at zero, so the
-    model starts as mean pooling (CLIP4Clip meanP) and learns temporal context from there."""
+    """CLIP4Clip's seqTransf on a frozen backbone: each frame's unit embedding + a frame position through a
+    Transformer, added back to the frame through a zero-initialised projection, so the model starts as mean
+    pooling (CLIP4Clip meanP) and learns temporal context from there.
+
+    Why the inputs look as they do (measured with benchmarks/temporal_fit.py; benchmarks/results/temporal-fit.md):
+    the Transformer can only learn order if the position code is as loud as the frame and has structure.
+    Positions drawn at random with std 0.01 next to raw frame embeddings (norm ~7 to 10) were invisible
+    (45% training accuracy on temporal multiple choice); random positions at the frames' scale fitted
+    somewhat (73%), sinusoidal ones at that scale fitted (94-96%, as Tem-Adapter's temporal aligner). So frames
+    enter L2-normalised (as in CLIP4Clip, which also makes the adapter independent of the backbone's embedding
+    scale) and the learned position table starts as the sinusoid table scaled to unit norm (CLIP4Clip starts
+    from CLIP's trained positional table, which an adapter that sees only features cannot reach).
+    """
 
     config_class = TemporalTransformerConfig
     stage = "video"
@@ -21,7 +34,8 @@ class TemporalTransformer(Adapter):
         width = dims.embed_dim
         heads = config.heads if width % config.heads == 0 else 1
         self.position = nn.Embedding(config.max_frames, width)
-        nn.init.normal_(self.position.weight, std=0.01)
+        with torch.no_grad():  # sin/cos pairs have unit mean square: (2 / width) ** 0.5 makes each row unit norm
+            self.position.weight.copy_(sinusoid_positions(config.max_frames, width) * (2 / width) ** 0.5)
         layer = nn.TransformerEncoderLayer(
             d_model=width, nhead=heads, dim_feedforward=int(width * config.mlp_ratio),
             dropout=config.dropout, activation="gelu", batch_first=True, norm_first=True,
@@ -39,6 +53,10 @@ class TemporalTransformer(Adapter):
                 f"temporal_transformer: {t} frames exceed max_frames={self.config.max_frames}; raise it in the config"
             )
         positions = self.position(torch.arange(t, device=frames.device))
-        hidden = self.encoder(frames + positions, src_key_padding_mask=~video.frame_mask)
-        refined = frames + self.out_proj(hidden) * video.frame_mask[..., None]
+        hidden = self.encoder(F.normalize(frames, dim=-1) + positions, src_key_padding_mask=~video.frame_mask)
+        # The change is made at unit scale and carried at the frame's own norm: pooling normalises each frame,
+        # so it sees unit + out_proj(hidden) whatever the backbone's scale, and later adapters get frames
+        # at the backbone's scale.
+        scale = frames.norm(dim=-1, keepdim=True) * video.frame_mask[..., None]
+        refined = frames + self.out_proj(hidden) * scale
         return AdapterOutput(video=video.replace(frame_emb=refined), text=text)
