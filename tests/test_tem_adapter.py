@@ -101,7 +101,7 @@ def test_two_guidance_texts_give_two_attentions_and_two_predictions(tiny_backbon
     weights_a, out_a, loss_a = guided_run(adapter, video, first)
     weights_b, out_b, loss_b = guided_run(adapter, video, second)
     assert weights_a.shape[:3] == (3, adapter.config.heads, 5)
-    # The attention weights over the frame states themselves change, not only the mass on the text.
+    # Each query's weights on the frame states change too: the description's tokens compete for its attention.
     frames_a, frames_b = weights_a[..., :5], weights_b[..., :5]
     assert (frames_a - frames_b).abs().max() > 1e-3
     assert (out_a - out_b).abs().max() > 1e-3 and not torch.isclose(loss_a, loss_b)

@@ -28,8 +28,10 @@ TASKS = {"retrieval": "retrieval", "multiple_choice": "multiple_choice",
 STEPS = 3  # a zero-initialised gate moves at step 1 and lets gradient through to what is behind it at step 2
 
 # Parameters that by design receive no gradient in a task: (adapter name, or "stage:<stage>", or "*"; task)
-# -> {regex over "<adapter name>.<parameter>" or "task.<parameter>" ("{adapter}": the adapter's name): reason}. The test also fails when a
-# listed parameter does receive a gradient, so the list stays true.
+# -> {regex over "<adapter name>.<parameter>" or "task.<parameter>" ("{adapter}": the adapter's name): reason}.
+# The test also fails when a listed parameter does receive a gradient, so the list stays true.
+# The criterion is the literal one (some non-zero gradient): an offset that a softmax cancels (a bias added to
+# every candidate's score) still gets rounding-level gradients (~1e-8) and passes it.
 UNUSED: dict[tuple[str, str], dict[str, str]] = {
     ("*", "open_qa"): {
         r"task\.log_scale": "open_qa scores answers with its classifier; the contrastive temperature is not used",
