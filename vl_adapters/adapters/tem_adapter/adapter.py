@@ -39,13 +39,11 @@ class TemTemporalAligner(_Templated, Adapter):
             raise FeatureShapeError(
                 f"tem_temporal_aligner: {frames.shape[1]} frames exceed max_frames={self.config.max_frames}"
             )
-        # One (causal) encoder pass serves the pooled vector and the prediction memory.
-        states = None if self.config.official_compat else self.aligner.encode(frames, mask)
-        video_emb = self.aligner.pool(frames, mask, states)
+        video_emb = self.aligner.pool(frames, mask)
         losses: dict[str, Tensor] = {}
         if self.training and ctx.guidance is not None and self.config.prediction_weight > 0:
             guidance = _guidance_per_video(ctx.guidance, video.batch_size, ctx.text_to_video)
-            predictions, valid = self.aligner.predict(frames, mask, guidance, states=states)
+            predictions, valid = self.aligner.predict(frames, mask, guidance)
             if valid.any():
                 error = (predictions - frames).pow(2).mean(-1)
                 losses["prediction"] = self.config.prediction_weight * error[valid].mean()

@@ -48,8 +48,9 @@ class GuidanceText:
 
 
 class TemporalAligner(nn.Module):
-    """A causal encoder over frames (its pooled output is the video vector) and a causal decoder that
-    predicts each next frame state from the past, reading the event description as extra memory."""
+    """An encoder over frames (its pooled output is the video vector) and a causal decoder that predicts each
+    next frame state from the past (the same encoder run causally), reading the event description as extra
+    memory."""
 
     def __init__(self, *, width: int, heads: int, ffn_dim: int, dropout: float, official_compat: bool,
                  text_width: int | None = None) -> None:
@@ -80,18 +81,17 @@ class TemporalAligner(nn.Module):
         return self.position_dropout(frames + positions)
 
     def encode(self, frames: Tensor, frame_mask: Tensor) -> Tensor:
-        """[B,T,D] encoder states; padded frames are never attended to.
+        """[B,T,D] bidirectional encoder states (padded frames are never attended to)."""
+        return self.encoder(self._embed(frames), src_key_padding_mask=~frame_mask)
 
-        Causal by default: the same function serves the pooled vector and the prediction memory, so the
-        prediction loss trains the encoder that pooling uses (and one pass in training serves both).
-        official_compat: bidirectional, as the official pooling.
-        """
-        causal = None if self.official_compat else future_mask(frames.shape[1], frames.device)
-        return self.encoder(self._embed(frames), mask=causal, src_key_padding_mask=~frame_mask)
+    def pool(self, frames: Tensor, frame_mask: Tensor) -> Tensor:
+        """[B,D] video vector. Default: meanP of unit frames + zero-initialised projection of the pooled states.
 
-    def pool(self, frames: Tensor, frame_mask: Tensor, states: Tensor | None = None) -> Tensor:
-        """[B,D] video vector. Default: meanP of unit frames + zero-initialised projection of the pooled states."""
-        states = self.encode(frames, frame_mask) if states is None else states
+        Bidirectional, while the prediction memory is the same encoder run causally: measured on the synthetic
+        temporal benchmark, a causal pooling (one encoder function for both) fitted less (90.4% against 93.8%
+        training accuracy, every seed) and relied less on order (shuffle drop 7 against 15 points); see
+        docs/tem_adapter.md."""
+        states = self.encode(frames, frame_mask)
         pooled = masked_mean(states, frame_mask, dim=1)
         if self.official_compat:
             return pooled
@@ -108,10 +108,8 @@ class TemporalAligner(nn.Module):
             masks.append(guidance.token_mask)
         return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
 
-    def predict(self, frames: Tensor, frame_mask: Tensor, guidance: GuidanceText | None,
-                states: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def predict(self, frames: Tensor, frame_mask: Tensor, guidance: GuidanceText | None) -> tuple[Tensor, Tensor]:
         """Predictions [B,T,D] indexed by the frame they predict, and where they count [B,T] bool.
-        `states`: the encoder output if already computed by encode(frames, frame_mask) (default mode only).
 
         Fixed: the prediction of frame t+1 is the decoder output at t; decoder self-attention, the
         encoder that builds the memory and the decoder's cross-attention to it are all causal, so it sees
@@ -128,12 +126,12 @@ class TemporalAligner(nn.Module):
         x = self._embed(frames)
         causal = future_mask(t, frames.device)
         if self.official_compat:
-            memory = self.encoder(x, src_key_padding_mask=~frame_mask)  # the decoder input's own draw, as official
+            memory = self.encoder(x, src_key_padding_mask=~frame_mask)
             if guidance is not None:
                 memory = memory + guidance.mean_sentence()[:, None]
             out = self.decoder(x, memory, tgt_mask=causal, tgt_key_padding_mask=~frame_mask)
             return out, frame_mask
-        memory = self.encode(frames, frame_mask) if states is None else states
+        memory = self.encoder(x, mask=causal, src_key_padding_mask=~frame_mask)
         memory_mask, memory_padding = causal, ~frame_mask
         if guidance is not None:
             text, text_mask = self.guidance_memory(guidance)
