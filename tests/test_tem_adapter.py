@@ -8,7 +8,7 @@ from torch import nn
 import vl_adapters as vla
 from vl_adapters.adapters.tem_adapter import format_candidates
 from vl_adapters.adapters.tem_adapter.convert import OfficialCheckpointError, load_official, read_official_checkpoint
-from vl_adapters.adapters.tem_adapter.modules import TemporalAligner, sinusoid_positions
+from vl_adapters.adapters.tem_adapter.modules import GuidanceText, TemporalAligner, sinusoid_positions
 from vl_adapters.core.adapter import AdapterContext, BackboneDims
 from vl_adapters.core.config import ConfigError
 from vl_adapters.core.features import FeatureShapeError, TextFeatures, VideoFeatures
@@ -22,12 +22,19 @@ def aligner(official: bool, width: int = 32) -> TemporalAligner:
     return TemporalAligner(width=width, heads=4, ffn_dim=64, dropout=0.1, official_compat=official).eval()
 
 
+def random_guidance(batch: int = 2, width: int = 32, tokens: int = 4) -> GuidanceText:
+    token_mask = torch.ones(batch, tokens, dtype=torch.bool)
+    token_mask[0, -1] = False
+    return GuidanceText(sentences=torch.randn(batch, 1, width), sentence_mask=torch.ones(batch, 1, dtype=torch.bool),
+                        tokens=torch.randn(batch, tokens, width), token_mask=token_mask)
+
+
 @pytest.mark.parametrize("t", [0, 3, 6])
 def test_prediction_is_causal_in_fixed_mode(t):
     model = aligner(official=False)
     frames = torch.randn(2, 8, 32)
     mask = torch.ones(2, 8, dtype=torch.bool)
-    guidance = torch.randn(2, 32)
+    guidance = random_guidance()
     perturbed = frames.clone()
     perturbed[:, t + 1:] += torch.randn_like(perturbed[:, t + 1:])
     with torch.no_grad():
@@ -51,12 +58,114 @@ def test_official_compat_prediction_leaks_the_future():
     t = 3
     perturbed = frames.clone()
     perturbed[:, t + 1:] += torch.randn_like(perturbed[:, t + 1:])
-    guidance = torch.randn(2, 32)
+    guidance = random_guidance()
     with torch.no_grad():
         before, _ = model.predict(frames, mask, guidance)
         after, _ = model.predict(perturbed, mask, guidance)
     # The bidirectional memory and the visible diagonal let frames after t reach the outputs up to t.
     assert (before[:, : t + 1] - after[:, : t + 1]).abs().max() > 1e-3
+
+
+class CrossAttention:
+    """Records the decoder's cross-attention weights [B, heads, T, S] and the decoder output of a
+    temporal aligner (PyTorch's decoder layer asks for no weights; the pre-hook asks for them)."""
+
+    def __init__(self, temporal_aligner):
+        attention = temporal_aligner.aligner.decoder.layers[0].multihead_attn
+        self.weights, self.outputs = [], []
+        attention.register_forward_pre_hook(
+            lambda m, args, kwargs: (args, {**kwargs, "need_weights": True, "average_attn_weights": False}),
+            with_kwargs=True)
+        attention.register_forward_hook(lambda m, args, out: self.weights.append(out[1]))
+        temporal_aligner.aligner.decoder.register_forward_hook(lambda m, args, out: self.outputs.append(out))
+
+
+def guided_run(adapter, video, guidance):
+    recorder = CrossAttention(adapter)
+    loss = adapter(video, None, AdapterContext(guidance=guidance)).losses["prediction"]
+    return recorder.weights[0], recorder.outputs[0], loss
+
+
+def test_two_guidance_texts_give_two_attentions_and_two_predictions(tiny_backbone, frames):
+    """The description steers the predictor: what it attends to, and what it predicts. (The official
+    guidance, one vector added to every memory token, is a constant on all keys: the attention weights
+    were identical for any two texts.)"""
+    torch.manual_seed(0)
+    adapter = vla.build_adapter({"type": "tem_temporal_aligner", "dropout": 0.0}, tiny_backbone.dims).train()
+    video = tiny_backbone.encode_video(*frames)
+    first = tiny_backbone.encode_text(["first the red circle moves left, then the blue square appears"] * 3)
+    second = tiny_backbone.encode_text(["first the blue square disappears, then the red circle moves right"] * 3)
+    weights_a, out_a, loss_a = guided_run(adapter, video, first)
+    weights_b, out_b, loss_b = guided_run(adapter, video, second)
+    assert weights_a.shape[:3] == (3, adapter.config.heads, 5)
+    # Each query's weights on the frame states change too: the description's tokens compete for its attention.
+    frames_a, frames_b = weights_a[..., :5], weights_b[..., :5]
+    assert (frames_a - frames_b).abs().max() > 1e-3
+    assert (out_a - out_b).abs().max() > 1e-3 and not torch.isclose(loss_a, loss_b)
+    # The same text twice gives the same attention: the difference comes from the text.
+    again, _, _ = guided_run(adapter, video, first)
+    assert torch.allclose(again, weights_a)
+
+
+def test_prediction_loss_decreases_and_trains_the_shared_encoder(tiny_backbone, frames, texts):
+    torch.manual_seed(0)
+    adapter = vla.build_adapter({"type": "tem_temporal_aligner", "dropout": 0.0}, tiny_backbone.dims).train()
+    video = tiny_backbone.encode_video(*frames)
+    ctx = AdapterContext(guidance=tiny_backbone.encode_text(texts))
+    encoder_before = [p.detach().clone() for p in adapter.aligner.encoder.parameters()]
+    optimiser = torch.optim.Adam(adapter.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = adapter(video, None, ctx).losses["prediction"]
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    moved = [not torch.equal(a, b) for a, b in zip(encoder_before, adapter.aligner.encoder.parameters(), strict=True)]
+    assert all(moved)
+
+
+def test_the_semantic_aligners_refined_text_guides_the_temporal_aligner(tiny_backbone, frames):
+    """With both aligners, the temporal aligner's guidance is the right answer as the semantic aligner
+    refines it (the paper's design): the semantic aligner's weights change the prediction loss, and the
+    prediction loss trains the semantic aligner."""
+    batch = mc_batch(frames)
+    spec = {"type": "tem_adapter", "temporal": {"dropout": 0.0}, "semantic": {"dropout": 0.0}}
+    model = vla.wrap(tiny_backbone, [spec], task="multiple_choice").train()
+    temporal, semantic = model.adapters
+    seen = []
+    original = temporal.forward
+    temporal.forward = lambda video, text, ctx: (seen.append(ctx.guidance), original(video, text, ctx))[1]
+    before = model(batch).losses["tem_temporal_aligner/prediction"]
+    before.backward()
+    assert semantic.aligner.gate.grad.abs().sum() > 0  # the prediction loss alone reaches the semantic aligner
+    with torch.no_grad():
+        semantic.aligner.gate.normal_()
+        after = model(batch).losses["tem_temporal_aligner/prediction"]
+    assert (after - before).abs() > 1e-4
+    # what the temporal aligner read is exactly the semantic aligner's refinement of the right answers
+    video = tiny_backbone.encode_video(batch["video"], batch["frame_mask"])
+    answers = [c[a] for c, a in zip(batch["candidates"], batch["answer"].tolist(), strict=True)]
+    right = tiny_backbone.encode_text([format_candidates("question_answer", q, [a])[0]
+                                       for q, a in zip(batch["question"], answers, strict=True)])
+    with torch.no_grad():
+        refined = semantic(video, right, AdapterContext()).text.text_emb
+    assert torch.allclose(seen[-1].text_emb, refined, atol=1e-5)
+    assert not torch.allclose(seen[-1].text_emb, right.text_emb, atol=1e-3)
+
+
+def test_guidance_of_several_texts_per_video():
+    """Several captions of one video: each video's memory holds all of its texts and none of the others'."""
+    from vl_adapters.adapters.tem_adapter.adapter import _guidance_per_video
+
+    text = TextFeatures(text_emb=torch.arange(4.0)[:, None].expand(4, 2).clone(),
+                        token_states=torch.randn(4, 6, 3), token_mask=torch.ones(4, 6, dtype=torch.bool))
+    guidance = _guidance_per_video(text, 3, torch.tensor([2, 0, 2, 0]))
+    assert guidance.sentences[:, :, 0].tolist() == [[1.0, 3.0], [0.0, 0.0], [0.0, 2.0]]
+    assert guidance.sentence_mask.tolist() == [[True, True], [False, False], [True, True]]
+    assert guidance.token_mask.sum(1).tolist() == [12, 0, 12]
+    assert torch.equal(guidance.tokens[2, 6:], text.token_states[2])
 
 
 def test_identity_at_init_retrieval(tiny_backbone, frames, texts):
@@ -165,7 +274,9 @@ def test_retrieval_training_uses_the_paired_caption(tiny_backbone, frames, texts
     out = model({"video": video, "frame_mask": mask, "text": texts})
     assert "tem_temporal_aligner/prediction" in out.losses
     out.loss.backward()
-    assert model.adapters[0].aligner.guidance_proj.weight.grad.abs().sum() > 0
+    aligner = model.adapters[0].aligner
+    assert aligner.guidance_sentence_proj.weight.grad.abs().sum() > 0
+    assert aligner.guidance_token_proj.weight.grad.abs().sum() > 0
 
 
 def test_bad_inputs_raise(tiny_backbone, frames):

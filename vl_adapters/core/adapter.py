@@ -36,7 +36,8 @@ class AdapterContext:
     text_to_video  [Nt] long: index of the video each text belongs to, or None when texts and
                    videos are unpaired (encoding alone, or scoring every text against every video).
                    For "cross" adapters texts and videos always come as aligned pairs.
-    guidance       TextFeatures [B]: the text describing each video (training only); language-guided
+    guidance       TextFeatures [B]: the text describing each video (training only), as refined by the
+                   "cross" adapters' `refine_guidance` (the semantic aligner's text); language-guided
                    adapters (Tem-Adapter) read it, nothing at inference may depend on it.
     task           the task head's name.
     encode_text    the frozen text tower as a function of strings -> TextFeatures (no gradient,
@@ -117,6 +118,14 @@ class Adapter(nn.Module):
         partner here (fine_grained_alignment contrasts the inputs trajectory_word fuses); it may rebuild
         its own submodules, but must keep the partner out of its submodules (the partner saves its own
         weights). The default does nothing."""
+        return None
+
+    def refine_guidance(self, video: VideoFeatures, guidance: TextFeatures, ctx: AdapterContext) -> TextFeatures:
+        """"cross" adapters that refine a text from its own video (Tem-Adapter's semantic aligner) may refine
+        the training guidance too: VideoLanguageModel.adapt calls this on (video b, guidance b) pairs before
+        the video/text/dual adapters read ctx.guidance, with gradients, so a guided adapter reads the
+        refined text and its loss trains the refiner as well. Default: the guidance unchanged."""
+        return guidance
 
     def parts(self) -> list[Adapter]:
         """The adapters the model actually runs for this one; a composite (tem_adapter) returns its parts,

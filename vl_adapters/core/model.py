@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +17,16 @@ from .pooling import cosine_matrix, pair_cosine, topk_rerank_pairs
 STAGE_ORDER = {"backbone": 0, "video": 1, "text": 1, "dual": 1, "cross": 2}
 ADAPTERS_FILE, CONFIG_FILE = "adapters.safetensors", "adapters.json"
 FROZEN_TEXT_MEMO_SIZE = 200_000  # distinct strings kept by VideoLanguageModel.frozen_text
+
+
+class PairScores(NamedTuple):
+    """score_pairs(..., with_losses=True): logits [P], the cross adapters' named losses, and whether a
+    matching head gave the logits (False: they are the task's temperature-scaled cosine, which has no
+    learned offset)."""
+
+    logits: Tensor
+    losses: dict[str, Tensor]
+    from_head: bool
 
 
 class CompositionError(ValueError):
@@ -155,9 +166,13 @@ class VideoLanguageModel(nn.Module):
         """Run the "video", "text" and "dual" adapters on a batch whose text i belongs to video text_to_video[i].
 
         A video adapter may only change the video and a text adapter only the text, which is what keeps
-        the model a dual encoder; all may add auxiliary losses from the pairing.
+        the model a dual encoder; all may add auxiliary losses from the pairing. `guidance` (training
+        only: the text describing each video, or one per text assigned by text_to_video) is first refined
+        by the "cross" adapters that refine texts (`Adapter.refine_guidance`), so a guided video adapter
+        reads the text as the cross stage will see it.
         """
-        ctx = self._context(text_to_video=text_to_video, guidance=guidance if self.training else None)
+        guidance = self._refined_guidance(video, guidance, text_to_video) if self.training else None
+        ctx = self._context(text_to_video=text_to_video, guidance=guidance)
         losses: dict[str, Tensor] = {}
         for adapter in self._stage("video", "text", "dual"):
             out = adapter(video, text, ctx)
@@ -167,6 +182,16 @@ class VideoLanguageModel(nn.Module):
                 text = out.text
             losses.update({f"{adapter.name}/{k}": v for k, v in out.losses.items()})
         return video, text, losses
+
+    def _refined_guidance(self, video: VideoFeatures, guidance: TextFeatures | None,
+                          text_to_video: Tensor) -> TextFeatures | None:
+        if guidance is None or not self.cross_adapters:
+            return guidance
+        paired = video if guidance.batch_size == video.batch_size else video.index(text_to_video)
+        ctx = self._context(text_to_video=torch.arange(paired.batch_size, device=paired.frame_emb.device))
+        for adapter in self.cross_adapters:
+            guidance = adapter.refine_guidance(paired, guidance, ctx)
+        return guidance
 
     # ---- scoring -------------------------------------------------------------------------
     def dual_similarity(self, text: TextFeatures, video: VideoFeatures) -> Tensor:
@@ -182,7 +207,8 @@ class VideoLanguageModel(nn.Module):
     def score_pairs(self, text: TextFeatures, video: VideoFeatures, *, with_losses: bool = False):
         """Logits [P] of aligned pairs (text p with video p) through the "cross" adapters: the last
         matching head's logits if one gives them, else the temperature-scaled dual pair similarity
-        (cosine plus the dual adapters' extra terms, which is how they count in multiple choice)."""
+        (cosine plus the dual adapters' extra terms, which is how they count in multiple choice).
+        with_losses: a PairScores (logits, the adapters' losses, whether a head gave the logits)."""
         ctx = self._context(text_to_video=torch.arange(video.batch_size, device=video.frame_emb.device),
                             pair_similarity=self.pair_similarity)
         losses: dict[str, Tensor] = {}
@@ -192,9 +218,10 @@ class VideoLanguageModel(nn.Module):
             video, text = out.video, out.text
             logits = out.pair_logits if out.pair_logits is not None else logits
             losses.update({f"{adapter.name}/{k}": v for k, v in out.losses.items()})
-        if logits is None:
+        from_head = logits is not None
+        if not from_head:
             logits = self.task.scale * self.pair_similarity(text, video)
-        return (logits, losses) if with_losses else logits
+        return PairScores(logits, losses, from_head) if with_losses else logits
 
     @torch.no_grad()
     def similarity(self, texts, videos, *, frame_mask: Tensor | None = None, rerank_k: int | None = None,

@@ -59,8 +59,16 @@ class RetrievalHead(TaskHead):
         return TaskOutput(loss=sum(losses.values()), scores=sims, losses=losses)
 
     def _matching_loss(self, model, video: VideoFeatures, text: TextFeatures, sims: torch.Tensor) -> torch.Tensor:
-        """ALBEF-style: each positive pair, each text with its hardest other video, each video with
-        its hardest other text; binary cross-entropy on the cross adapters' pair scores."""
+        """ALBEF-style pairs: each positive, each text with its hardest other video, each video with its
+        hardest other text, scored by the cross adapters.
+
+        A matching head learns its own offset, so its logits get ALBEF's binary cross-entropy. Without
+        one, pairs are scored by the temperature-scaled cosine, which has no offset: under BCE a hard
+        negative at cosine 0.3 costs ~30 nats at scale 100 and the term swamps the retrieval loss. They
+        are ranked instead, each positive against its hard negative by softmax: the retrieval InfoNCE
+        restricted to the hardest negative, so at initialisation (cross scores = dual scores) it never
+        exceeds the retrieval loss, and it is what re-ranking uses (the order of a text's pairs).
+        """
         b = sims.shape[0]
         eye = torch.eye(b, dtype=torch.bool, device=sims.device)
         masked = sims.detach().masked_fill(eye, float("-inf"))
@@ -69,10 +77,14 @@ class RetrievalHead(TaskHead):
         hard_text = masked.argmax(0) if b > 1 else arange
         text_idx = torch.cat([arange, arange, hard_text])
         video_idx = torch.cat([arange, hard_video, arange])
-        labels = torch.cat([torch.ones(b), torch.zeros(2 * b)]).to(sims.device)
-        logits, cross_losses = model.score_pairs(text.index(text_idx), video.index(video_idx), with_losses=True)
-        loss = F.binary_cross_entropy_with_logits(logits, labels)
-        return loss + sum(cross_losses.values(), torch.zeros((), device=sims.device))
+        scored = model.score_pairs(text.index(text_idx), video.index(video_idx), with_losses=True)
+        if scored.from_head:
+            labels = torch.cat([torch.ones(b), torch.zeros(2 * b)]).to(sims.device)
+            loss = F.binary_cross_entropy_with_logits(scored.logits, labels)
+        else:
+            positive, text_negative, video_negative = scored.logits.split(b)
+            loss = 0.5 * (F.softplus(text_negative - positive).mean() + F.softplus(video_negative - positive).mean())
+        return loss + sum(scored.losses.values(), torch.zeros((), device=sims.device))
 
 
 def _batch_sizes(b: int, device) -> list[int]:

@@ -7,7 +7,7 @@ from ...core.adapter import Adapter, AdapterOutput, register_adapter
 from ...core.features import FeatureShapeError, TextFeatures, VideoFeatures
 from ...core.pooling import masked_mean
 from .config import TemAdapterConfig, TemSemanticAlignerConfig, TemTemporalAlignerConfig
-from .modules import SemanticAligner, TemporalAligner
+from .modules import GuidanceText, SemanticAligner, TemporalAligner
 from .templates import format_candidates
 
 
@@ -30,7 +30,8 @@ class TemTemporalAligner(_Templated, Adapter):
         if width % config.heads:
             raise FeatureShapeError(f"tem_temporal_aligner: embed_dim {width} is not divisible by heads {config.heads}")
         self.aligner = TemporalAligner(width=width, heads=config.heads, ffn_dim=config.ffn_dim or 4 * width,
-                                       dropout=config.dropout, official_compat=config.official_compat)
+                                       dropout=config.dropout, official_compat=config.official_compat,
+                                       text_width=dims.text_width)
 
     def forward(self, video, text, ctx) -> AdapterOutput:
         frames, mask = video.frame_emb, video.frame_mask
@@ -49,19 +50,38 @@ class TemTemporalAligner(_Templated, Adapter):
         return AdapterOutput(video=video.replace(video_emb=video_emb), text=text, losses=losses)
 
 
-def _guidance_per_video(guidance: TextFeatures, num_videos: int, text_to_video: Tensor | None) -> Tensor:
-    """[B,D]: the event description of each video (the mean when a video has several captions)."""
-    emb = guidance.text_emb
-    if emb.shape[0] == num_videos:
-        return emb
-    if text_to_video is None or text_to_video.shape[0] != emb.shape[0]:
-        raise FeatureShapeError(
-            f"tem_temporal_aligner: guidance has {emb.shape[0]} texts for {num_videos} videos and no "
-            "text_to_video of the same length to assign them"
-        )
-    total = emb.new_zeros(num_videos, emb.shape[1]).index_add(0, text_to_video, emb)
-    count = emb.new_zeros(num_videos).index_add(0, text_to_video, torch.ones_like(emb[:, 0]))
-    return total / count.clamp_min(1.0)[:, None]
+def _guidance_per_video(guidance: TextFeatures, num_videos: int, text_to_video: Tensor | None) -> GuidanceText:
+    """The event description(s) of each video: one guidance text per video (the model's contract), or
+    several texts per video assigned by text_to_video, each video then reading all of its own."""
+    count = guidance.batch_size
+    device = guidance.text_emb.device
+    if count == num_videos:
+        slots = torch.arange(count, device=device)[:, None]
+    else:
+        if text_to_video is None or text_to_video.shape[0] != count:
+            raise FeatureShapeError(
+                f"tem_temporal_aligner: guidance has {count} texts for {num_videos} videos and no "
+                "text_to_video of the same length to assign them"
+            )
+        # slots [B,K]: the texts of video v in slots[v], -1 where it has fewer than K
+        order = text_to_video.argsort(stable=True)
+        owner = text_to_video[order]
+        per_video = torch.bincount(text_to_video, minlength=num_videos)
+        first = per_video.cumsum(0) - per_video
+        rank = torch.arange(count, device=device) - first[owner]
+        slots = torch.full((num_videos, max(int(per_video.max()), 1)), -1, dtype=torch.long, device=device)
+        slots[owner, rank] = order
+    present = slots >= 0
+    index = slots.clamp_min(0)
+    tokens = token_mask = None
+    if guidance.token_states is not None and guidance.token_mask is not None:
+        # trailing columns that are padding in every text carry nothing: trimmed (77 -> the longest text)
+        real = guidance.token_mask.any(0).nonzero()
+        length = int(real.max()) + 1 if len(real) else 1
+        tokens = guidance.token_states[index, :length].flatten(1, 2)
+        token_mask = (guidance.token_mask[index, :length] & present[..., None]).flatten(1)
+    return GuidanceText(sentences=guidance.text_emb[index], sentence_mask=present, tokens=tokens,
+                        token_mask=token_mask)
 
 
 @register_adapter("tem_semantic_aligner")
@@ -96,6 +116,11 @@ class TemSemanticAligner(_Templated, Adapter):
                 video.frame_emb, video.frame_mask, dim=1)
             pair_logits = (text.text_emb * video_emb).sum(-1)
         return AdapterOutput(video=video, text=text, pair_logits=pair_logits)
+
+    def refine_guidance(self, video: VideoFeatures, guidance: TextFeatures, ctx) -> TextFeatures:
+        """The right text of each video, refined from that video as the candidates are: the temporal
+        aligner then reads the semantic aligner's text as its guidance, as in the paper."""
+        return self(video, guidance, ctx).text
 
     def _tokens(self, text: TextFeatures) -> tuple[Tensor, Tensor]:
         if not self.config.use_token_states:
