@@ -12,12 +12,12 @@ getting T uniformly sampled frames at the backbone's size S x S (uint8):
 and prints clips/s for each and the ratios. Timing only; nothing is asserted.
 
     python benchmarks/loader_speed.py --clips 8 --frames 12 --size 224 [--gop 250] [--reader auto]
+    (writes benchmarks/results/perf-{gpu,cpu}/loader_speed.{json,md})
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from vl_adapters.bench.perf import default_results_dir, write_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -117,7 +119,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="decoder threads, the same for every method")
     parser.add_argument("--reader", default="auto", choices=["auto", "decord", "pyav"])
-    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--out", default=None, help="results directory (default benchmarks/results/perf-{gpu,cpu})")
     args = parser.parse_args(argv)
 
     import vl_adapters.data.video as video
@@ -153,10 +155,13 @@ def main(argv=None) -> int:
     results.update(reader=ours["reader"], mean_abs_pixel_difference=diff, clips=args.clips, frames=args.frames,
                    size=args.size, source=f"{args.width}x{args.height} {args.seconds}s@{args.fps} gop {args.gop}",
                    threads=args.threads)
-    for key, value in results.items():
-        print(f"{key:32s} {value:.3f}" if isinstance(value, float) else f"{key:32s} {value}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    rate = {k.removesuffix("_clips_per_s"): v for k, v in results.items() if k.endswith("_clips_per_s")}
+    table = [f"{args.clips} clips {results['source']} -> {args.frames} frames at {args.size}x{args.size}, reader "
+             f"{results['reader']}, {args.threads} decoder thread(s), {args.repeats} passes; mean |pixel difference| "
+             f"to decord get_batch {diff:.2f}", "", "| method | clips/s | vl-adapters / method (target >= 2 vs "
+             "plain decord seeking) |", "|---|---|---|"]
+    table += [f"| {k} | {v:.2f} | {rate['vl_adapters'] / v:.2f} |" for k, v in rate.items()]
+    write_results(args.out or default_results_dir(), "loader_speed", results, table)
     return 0
 
 

@@ -188,7 +188,7 @@ def _extract(dataset, backbone, directory: Path, *, sampler, num_frames, batch_s
     rank, world = distributed.rank(), distributed.world_size()
     mine = batches[rank::world]
     row_shapes = _row_shapes(backbone, num_frames, patch_tokens)
-    decoded = iter(_decode_loader(dataset, mine, on_bad_video=on_bad_video, num_workers=num_workers,
+    decoded = iter(decode_loader(dataset, mine, on_bad_video=on_bad_video, num_workers=num_workers,
                                   pin=backbone.device.type == "cuda"))
     if not main:  # encode this rank's share; rank 0 writes it
         for round_ in range(-(-len(batches) // world)):
@@ -275,7 +275,8 @@ def _collate_rows(items: list[dict]) -> dict:
             "frame_mask": torch.stack([it["frame_mask"] for it in good]) if good else None}
 
 
-def _decode_loader(dataset, batches: list[list[int]], *, on_bad_video: str, num_workers: int, pin: bool):
+def decode_loader(dataset, batches: list[list[int]], *, on_bad_video: str, num_workers: int, pin: bool):
+    """Batches of decoded rows for extraction (see _collate_rows), `num_workers` processes decoding ahead."""
     return torch.utils.data.DataLoader(_Rows(dataset, on_bad_video), batch_sampler=batches,
                                        collate_fn=_collate_rows, num_workers=num_workers, pin_memory=pin)
 
