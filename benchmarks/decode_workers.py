@@ -41,21 +41,13 @@ def main(argv=None) -> int:
     cores = os.cpu_count() or 1
     workers = args.workers or [0] + [2**i for i in range(0, 8) if 2**i <= cores]
 
-    from loader_speed import encode_clips
+    from loader_speed import clips_dataset, encode_clips
 
-    from vl_adapters.data.base import VideoTextDataset
     from vl_adapters.data.cache import decode_loader
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = encode_clips(Path(tmp), args.clips, args.seconds, args.fps, 320, 240, 250)
-
-        class Clips(VideoTextDataset):
-            def __init__(self, **kw):
-                super().__init__(**kw)
-                self._set_annotations(video_ids=[p.stem for p in paths], video_files=paths,
-                                      samples=[{"video_index": i, "text": ""} for i in range(len(paths))])
-
-        dataset = Clips(num_frames=args.frames, size=args.size, sampler="uniform", reader=args.reader)
+        dataset = clips_dataset(paths, num_frames=args.frames, size=args.size, sampler="uniform", reader=args.reader)
         batches = [list(range(i, min(i + args.batch_size, len(paths)))) for i in range(0, len(paths), args.batch_size)]
         seconds: dict[int, list[float]] = {w: [] for w in workers}
         for _ in range(args.rounds):

@@ -56,6 +56,19 @@ def encode_clips(directory: Path, count: int, seconds: float, fps: int, width: i
     return paths
 
 
+def clips_dataset(paths: list[Path], **options):
+    """The data package's dataset over the given files (one empty caption each)."""
+    from vl_adapters.data.base import VideoTextDataset
+
+    class Clips(VideoTextDataset):
+        def __init__(self):
+            super().__init__(**options)
+            self._set_annotations(video_ids=[p.stem for p in paths], video_files=paths,
+                                  samples=[{"video_index": i, "text": ""} for i in range(len(paths))])
+
+    return Clips()
+
+
 def resize_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 [T,H,W,3] -> uint8 [T,3,S,S]: shorter side to S (bilinear), centre crop."""
     x = frames.permute(0, 3, 1, 2).float()
@@ -123,19 +136,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import vl_adapters.data.video as video
-    from vl_adapters.data.base import VideoTextDataset
 
     video.DECODE_THREADS = args.threads
     with tempfile.TemporaryDirectory() as tmp:
         paths = encode_clips(Path(tmp), args.clips, args.seconds, args.fps, args.width, args.height, args.gop)
-
-        class Clips(VideoTextDataset):
-            def __init__(self, **kw):
-                super().__init__(**kw)
-                self._set_annotations(video_ids=[p.stem for p in paths], video_files=paths,
-                                      samples=[{"video_index": i, "text": ""} for i in range(len(paths))])
-
-        ds = Clips(num_frames=args.frames, size=args.size, sampler="uniform", reader=args.reader)
+        ds = clips_dataset(paths, num_frames=args.frames, size=args.size, sampler="uniform", reader=args.reader)
         by_path = {p: i for i, p in enumerate(paths)}
         ours = ds.load_video(0)
         # the same frames, up to resize filters: a sanity check, not a timing
