@@ -106,3 +106,13 @@ def test_two_ranks_resume_an_interrupted_extraction(two_ranks):
     partial = json.loads((two_ranks / "resumed-partial-0.json").read_text())
     assert not partial["complete"] and partial["done"] == [0, 1, 2, 3, 4, 5]
     _assert_same_cache(two_ranks / "resumed", two_ranks / "single")
+
+
+def test_the_module_entry_point_torchrun_starts_knows_every_subcommand():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "vl_adapters.cli", "extract", "--help"], capture_output=True,
+                            text=True, env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))})
+    assert result.returncode == 0, result.stderr
+    assert "--num-workers" in result.stdout and "torchrun" in result.stdout
