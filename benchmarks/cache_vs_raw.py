@@ -91,6 +91,7 @@ def main() -> None:
                         help="DataLoader workers of the cached epochs (default --workers): memory-mapped reads "
                              "need no decoders, and starting workers is paid every epoch")
     parser.add_argument("--out", default=None, help="results directory (default benchmarks/results/perf-{gpu,cpu})")
+    parser.add_argument("--name", default="cache_vs_raw", help="results file name (without extension)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -134,7 +135,7 @@ def main() -> None:
              f"| from raw videos | {raw:.2f} | {raw_texts} | |",
              f"| from the cache | {cached:.2f} | {max(texts for _, texts in runs)} | {raw / cached:.1f}x |",
              f"| extraction (once) | {extract:.2f} | | |"]
-    write_results(args.out or default_results_dir(), "cache_vs_raw",
+    write_results(args.out or default_results_dir(), args.name,
                   {"device": device_name(device), "backbone": args.backbone, "videos": args.videos,
                    "frames": args.frames, "batch_size": args.batch_size, "workers": args.workers,
                    "cached_workers": cached_workers,

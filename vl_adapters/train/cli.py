@@ -255,6 +255,10 @@ def cmd_extract(args) -> int:
                            on_bad_video=args.on_bad_video, num_workers=args.num_workers, texts=texts)
     if distributed.rank() == 0:
         print(f"feature cache written to {out}")
+    if distributed.is_distributed():
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
     return 0
 
 
