@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -110,13 +109,14 @@ def decord_per_frame(path: Path, t: int, size: int, threads: int) -> torch.Tenso
     return resize_crop(frames, size)
 
 
-def time_it(fn, paths, repeats: int) -> float:
-    fn(paths[0])  # warm-up (imports, codec init)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        for p in paths:
-            fn(p)
-    return repeats * len(paths) / (time.perf_counter() - start)
+def clips_per_s(methods: dict, paths, rounds: int) -> dict[str, float]:
+    """Clips per second of each method over every clip, the methods alternating round by round (a
+    changing machine load slows them alike), after one warm-up clip each (imports, codec init)."""
+    from vl_adapters.bench.perf import alternate
+
+    calls = {name: (lambda fn=fn: [fn(p) for p in paths]) for name, fn in methods.items()}
+    seconds = alternate(calls, torch.device("cpu"), rounds=rounds, warmup=0)
+    return {name: len(paths) / s for name, s in seconds.items()}
 
 
 def main(argv=None) -> int:
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     parser.add_argument("--gop", type=int, default=250, help="key-frame interval of the fixture clips (x264's default)")
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="alternating rounds over every clip (median)")
     parser.add_argument("--threads", type=int, default=1, help="decoder threads, the same for every method")
     parser.add_argument("--reader", default="auto", choices=["auto", "decord", "pyav"])
     parser.add_argument("--out", default=None, help="results directory (default benchmarks/results/perf-{gpu,cpu})")
@@ -146,15 +146,16 @@ def main(argv=None) -> int:
         # the same frames, up to resize filters: a sanity check, not a timing
         ref = decord_get_batch(paths[0], args.frames, args.size, args.threads)
         diff = (ours["frames"].float() - ref.float()).abs().mean().item()
-        results = {
-            "decord_get_batch_clips_per_s": time_it(lambda p: decord_get_batch(p, args.frames, args.size,
-                                                                                args.threads), paths, args.repeats),
-            "decord_per_frame_clips_per_s": time_it(lambda p: decord_per_frame(p, args.frames, args.size,
-                                                                                args.threads), paths, args.repeats),
-            "decord_get_batch_no_resize_clips_per_s": time_it(
-                lambda p: decord_get_batch_stored_size(p, args.frames, args.size, args.threads), paths, args.repeats),
-            "vl_adapters_clips_per_s": time_it(lambda p: ds.load_video(by_path[p]), paths, args.repeats),
-        }
+        for p in paths[:1]:  # warm-up of every method
+            decord_get_batch(p, args.frames, args.size, args.threads)
+        rates = clips_per_s({
+            "decord_get_batch": lambda p: decord_get_batch(p, args.frames, args.size, args.threads),
+            "decord_per_frame": lambda p: decord_per_frame(p, args.frames, args.size, args.threads),
+            "decord_get_batch_no_resize": lambda p: decord_get_batch_stored_size(p, args.frames, args.size,
+                                                                                 args.threads),
+            "vl_adapters": lambda p: ds.load_video(by_path[p]),
+        }, paths, args.repeats)
+        results = {f"{name}_clips_per_s": rate for name, rate in rates.items()}
     results["speedup_vs_get_batch"] = results["vl_adapters_clips_per_s"] / results["decord_get_batch_clips_per_s"]
     results["speedup_vs_per_frame"] = results["vl_adapters_clips_per_s"] / results["decord_per_frame_clips_per_s"]
     results.update(reader=ours["reader"], mean_abs_pixel_difference=diff, clips=args.clips, frames=args.frames,
