@@ -12,20 +12,21 @@ getting T uniformly sampled frames at the backbone's size S x S (uint8):
 and prints clips/s for each and the ratios. Timing only; nothing is asserted.
 
     python benchmarks/loader_speed.py --clips 8 --frames 12 --size 224 [--gop 250] [--reader auto]
+    (writes benchmarks/results/perf-{gpu,cpu}/loader_speed.{json,md})
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from vl_adapters.bench.perf import default_results_dir, write_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -52,6 +53,19 @@ def encode_clips(directory: Path, count: int, seconds: float, fps: int, width: i
                 container.mux(packet)
         paths.append(path)
     return paths
+
+
+def clips_dataset(paths: list[Path], **options):
+    """The data package's dataset over the given files (one empty caption each)."""
+    from vl_adapters.data.base import VideoTextDataset
+
+    class Clips(VideoTextDataset):
+        def __init__(self):
+            super().__init__(**options)
+            self._set_annotations(video_ids=[p.stem for p in paths], video_files=paths,
+                                  samples=[{"video_index": i, "text": ""} for i in range(len(paths))])
+
+    return Clips()
 
 
 def resize_crop(frames: torch.Tensor, size: int) -> torch.Tensor:
@@ -95,13 +109,14 @@ def decord_per_frame(path: Path, t: int, size: int, threads: int) -> torch.Tenso
     return resize_crop(frames, size)
 
 
-def time_it(fn, paths, repeats: int) -> float:
-    fn(paths[0])  # warm-up (imports, codec init)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        for p in paths:
-            fn(p)
-    return repeats * len(paths) / (time.perf_counter() - start)
+def clips_per_s(methods: dict, paths, rounds: int) -> dict[str, float]:
+    """Clips per second of each method over every clip, the methods alternating round by round (a
+    changing machine load slows them alike), after one warm-up clip each (imports, codec init)."""
+    from vl_adapters.bench.perf import alternate
+
+    calls = {name: (lambda fn=fn: [fn(p) for p in paths]) for name, fn in methods.items()}
+    seconds = alternate(calls, torch.device("cpu"), rounds=rounds, warmup=0)
+    return {name: len(paths) / s for name, s in seconds.items()}
 
 
 def main(argv=None) -> int:
@@ -114,49 +129,45 @@ def main(argv=None) -> int:
     parser.add_argument("--gop", type=int, default=250, help="key-frame interval of the fixture clips (x264's default)")
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="alternating rounds over every clip (median)")
     parser.add_argument("--threads", type=int, default=1, help="decoder threads, the same for every method")
     parser.add_argument("--reader", default="auto", choices=["auto", "decord", "pyav"])
-    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--out", default=None, help="results directory (default benchmarks/results/perf-{gpu,cpu})")
     args = parser.parse_args(argv)
 
     import vl_adapters.data.video as video
-    from vl_adapters.data.base import VideoTextDataset
 
     video.DECODE_THREADS = args.threads
     with tempfile.TemporaryDirectory() as tmp:
         paths = encode_clips(Path(tmp), args.clips, args.seconds, args.fps, args.width, args.height, args.gop)
-
-        class Clips(VideoTextDataset):
-            def __init__(self, **kw):
-                super().__init__(**kw)
-                self._set_annotations(video_ids=[p.stem for p in paths], video_files=paths,
-                                      samples=[{"video_index": i, "text": ""} for i in range(len(paths))])
-
-        ds = Clips(num_frames=args.frames, size=args.size, sampler="uniform", reader=args.reader)
+        ds = clips_dataset(paths, num_frames=args.frames, size=args.size, sampler="uniform", reader=args.reader)
         by_path = {p: i for i, p in enumerate(paths)}
         ours = ds.load_video(0)
         # the same frames, up to resize filters: a sanity check, not a timing
         ref = decord_get_batch(paths[0], args.frames, args.size, args.threads)
         diff = (ours["frames"].float() - ref.float()).abs().mean().item()
-        results = {
-            "decord_get_batch_clips_per_s": time_it(lambda p: decord_get_batch(p, args.frames, args.size,
-                                                                                args.threads), paths, args.repeats),
-            "decord_per_frame_clips_per_s": time_it(lambda p: decord_per_frame(p, args.frames, args.size,
-                                                                                args.threads), paths, args.repeats),
-            "decord_get_batch_no_resize_clips_per_s": time_it(
-                lambda p: decord_get_batch_stored_size(p, args.frames, args.size, args.threads), paths, args.repeats),
-            "vl_adapters_clips_per_s": time_it(lambda p: ds.load_video(by_path[p]), paths, args.repeats),
-        }
+        for p in paths[:1]:  # warm-up of every method
+            decord_get_batch(p, args.frames, args.size, args.threads)
+        rates = clips_per_s({
+            "decord_get_batch": lambda p: decord_get_batch(p, args.frames, args.size, args.threads),
+            "decord_per_frame": lambda p: decord_per_frame(p, args.frames, args.size, args.threads),
+            "decord_get_batch_no_resize": lambda p: decord_get_batch_stored_size(p, args.frames, args.size,
+                                                                                 args.threads),
+            "vl_adapters": lambda p: ds.load_video(by_path[p]),
+        }, paths, args.repeats)
+        results = {f"{name}_clips_per_s": rate for name, rate in rates.items()}
     results["speedup_vs_get_batch"] = results["vl_adapters_clips_per_s"] / results["decord_get_batch_clips_per_s"]
     results["speedup_vs_per_frame"] = results["vl_adapters_clips_per_s"] / results["decord_per_frame_clips_per_s"]
     results.update(reader=ours["reader"], mean_abs_pixel_difference=diff, clips=args.clips, frames=args.frames,
                    size=args.size, source=f"{args.width}x{args.height} {args.seconds}s@{args.fps} gop {args.gop}",
                    threads=args.threads)
-    for key, value in results.items():
-        print(f"{key:32s} {value:.3f}" if isinstance(value, float) else f"{key:32s} {value}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    rate = {k.removesuffix("_clips_per_s"): v for k, v in results.items() if k.endswith("_clips_per_s")}
+    table = [f"{args.clips} clips {results['source']} -> {args.frames} frames at {args.size}x{args.size}, reader "
+             f"{results['reader']}, {args.threads} decoder thread(s), {args.repeats} passes; mean |pixel difference| "
+             f"to decord get_batch {diff:.2f}", "", "| method | clips/s | vl-adapters / method (target >= 2 vs "
+             "plain decord seeking) |", "|---|---|---|"]
+    table += [f"| {k} | {v:.2f} | {rate['vl_adapters'] / v:.2f} |" for k, v in rate.items()]
+    write_results(args.out or default_results_dir(), "loader_speed", results, table)
     return 0
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-from _toy_data import ToyRetrievalDataset
+from _toy_data import ToyQADataset, ToyRetrievalDataset
 
 import vl_adapters as vla
 from vl_adapters.core.adapter import ADAPTERS, Adapter, AdapterConfig, AdapterOutput, register_adapter
@@ -79,22 +79,44 @@ def _cached_trainer(backbone, tmp_path, adapters, train_data, **overrides):
     return Trainer(config, model=model, train_dataset=train_data, eval_dataset=ToyRetrievalDataset(5, seed=1))
 
 
-def test_training_from_the_cache_never_runs_the_vision_tower(tiny_backbone, tmp_path, monkeypatch):
+def _refuse_both_towers(backbone, monkeypatch):
+    def refuse(tower):
+        def run(*args, **kwargs):
+            raise AssertionError(f"the {tower} tower ran during a cached epoch")
+        return run
+
+    monkeypatch.setattr(backbone, "encode_images", refuse("vision"))
+    monkeypatch.setattr(backbone, "_encode_tokens", refuse("text"))
+
+
+def test_training_from_the_cache_runs_neither_tower(tiny_backbone, tmp_path, monkeypatch):
     train_data, eval_data = ToyRetrievalDataset(9, bad=(1,)), ToyRetrievalDataset(5, seed=1)
     _extract(tiny_backbone, train_data, tmp_path / "cache" / "train")
     _extract(tiny_backbone, eval_data, tmp_path / "cache" / "test")
     trainer = _cached_trainer(tiny_backbone, tmp_path, [ADAPTER], train_data)
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the vision tower ran during a cached epoch")
-
-    monkeypatch.setattr(tiny_backbone, "encode_images", refuse)
+    _refuse_both_towers(tiny_backbone, monkeypatch)
     train_data.decoded = 0
     metrics = trainer.fit()
     assert train_data.decoded == 0 and "t2v_R@1" in metrics
+    assert trainer.model.text_store.encoded == 0
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["feature_cache"].startswith("used")
     assert [v["video_id"] for v in report["skipped_videos"]["videos"]] == ["video1"]
+
+
+def test_multiple_choice_from_the_cache_runs_neither_tower(tiny_backbone, tmp_path, monkeypatch):
+    train_data, eval_data = ToyQADataset(8, task="multiple_choice"), ToyQADataset(4, task="multiple_choice", seed=1)
+    _extract(tiny_backbone, train_data, tmp_path / "cache" / "train")
+    _extract(tiny_backbone, eval_data, tmp_path / "cache" / "test")
+    config = load_config(overrides={"run_dir": str(tmp_path / "run"), "epochs": 2, "progress": False,
+                                    "data.batch_size": 3, "data.num_workers": 0, "data.num_frames": 4,
+                                    "data.cache": str(tmp_path / "cache"), "model.adapters": [ADAPTER],
+                                    "model.task": "multiple_choice"})
+    model = vla.wrap(tiny_backbone, [ADAPTER], task="multiple_choice")
+    trainer = Trainer(config, model=model, train_dataset=train_data, eval_dataset=eval_data)
+    _refuse_both_towers(tiny_backbone, monkeypatch)
+    metrics = trainer.fit()
+    assert "accuracy" in metrics and trainer.state["step"] == 6
 
 
 @dataclass

@@ -100,9 +100,9 @@ def test_frozen_text_encodes_each_string_once_and_trims_tokens(tiny_backbone):
     model = vla.wrap(tiny_backbone, [])
     reference = tiny_backbone.encode_text(["a red circle", "a blue square moves left"])
     first = model.frozen_text(["a red circle", "a blue square moves left", "a red circle"])
-    assert torch.allclose(first.text_emb[0], reference.text_emb[0])
-    assert torch.allclose(first.text_emb[2], reference.text_emb[0])
-    assert torch.allclose(first.text_emb[1], reference.text_emb[1])
+    assert torch.allclose(first.text_emb[0], reference.text_emb[0], atol=1e-5)
+    assert torch.allclose(first.text_emb[2], reference.text_emb[0], atol=1e-5)
+    assert torch.allclose(first.text_emb[1], reference.text_emb[1], atol=1e-5)
     # trimmed to the longest real length of the batch, not the context length
     longest = int(reference.token_mask.sum(1).max())
     assert first.token_states.shape[1] == longest < reference.token_states.shape[1]
@@ -115,8 +115,8 @@ def test_frozen_text_encodes_each_string_once_and_trims_tokens(tiny_backbone):
         again = model.frozen_text(["a blue square moves left", "a green triangle"])
     finally:
         del tiny_backbone.encode_text
-    assert calls == [["a green triangle"]]
-    assert torch.allclose(again.text_emb[0], reference.text_emb[1])
+    assert [[t for t in call if t] for call in calls] == [["a green triangle"]]  # "" pads a fixed-size call
+    assert torch.allclose(again.text_emb[0], reference.text_emb[1], atol=1e-5)
 
 
 def test_adapters_receive_the_frozen_text_encoder(tiny_backbone, frames, texts):

@@ -244,9 +244,13 @@ def test_extract_interrupted_during_its_final_renames_resumes_to_the_same_arrays
         return extract_features(ToyRetrievalDataset(5), tiny_backbone, out, sampler="uniform", num_frames=4,
                                 batch_size=5, progress=False)
 
+    recorded = _crash_on_replace(monkeypatch, 0)  # never crashes: lists every rename of a whole extraction
     extract(tmp_path / "whole")
+    monkeypatch.undo()
     whole = FeatureCache(tmp_path / "whole")
-    for crash_at in (3, 4):  # saves of index.json use os.replace too: 1, 2 = index writes, 3.. = arrays
+    finals = [i + 1 for i, (_, dst) in enumerate(recorded) if str(dst).endswith(".npy")]
+    assert len(finals) == 3, recorded  # frame_emb, frame_mask, patch_tokens
+    for crash_at in finals[:2]:  # before the first and between two of the renames that finish it
         out = tmp_path / f"crash{crash_at}"
         calls = _crash_on_replace(monkeypatch, crash_at)
         with pytest.raises(_Crash):

@@ -147,8 +147,8 @@ def test_the_semantic_aligners_refined_text_guides_the_temporal_aligner(tiny_bac
     # what the temporal aligner read is exactly the semantic aligner's refinement of the right answers
     video = tiny_backbone.encode_video(batch["video"], batch["frame_mask"])
     answers = [c[a] for c, a in zip(batch["candidates"], batch["answer"].tolist(), strict=True)]
-    right = tiny_backbone.encode_text([format_candidates("question_answer", q, [a])[0]
-                                       for q, a in zip(batch["question"], answers, strict=True)])
+    right = model.frozen_text([format_candidates("question_answer", q, [a])[0]  # the features the model reads
+                               for q, a in zip(batch["question"], answers, strict=True)])
     with torch.no_grad():
         refined = semantic(video, right, AdapterContext()).text.text_emb
     assert torch.allclose(seen[-1].text_emb, refined, atol=1e-5)

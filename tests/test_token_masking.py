@@ -115,7 +115,9 @@ def test_merge_drops_it_and_save_load_round_trip(tmp_path):
     expected = model.similarity(texts, video, frame_mask=mask)
     merged = model.merge()
     assert [a.name for a in merged.adapters] == ["temporal_transformer"]
-    assert torch.equal(merged.similarity(texts, video, frame_mask=mask), expected)
+    # without a backbone adapter the texts go through the text store, which encodes in fixed-size calls:
+    # the same features up to the rounding of another batch size
+    torch.testing.assert_close(merged.similarity(texts, video, frame_mask=mask), expected, rtol=0, atol=1e-6)
     model.save_adapters(tmp_path)
     loaded = vla.load_adapters(tmp_path, pretrained="").eval()
     assert torch.equal(loaded.similarity(texts, video, frame_mask=mask), expected)

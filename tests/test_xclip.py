@@ -52,8 +52,8 @@ def reference_score(module, text, video, tau):
     out = torch.zeros(text.batch_size, video.batch_size)
     for i in range(text.batch_size):
         s = F.normalize(text.text_emb[i], dim=-1)
-        words = [F.normalize(module.word_proj(text.token_states[i, l]), dim=-1)
-                 for l in range(text.token_mask.shape[1]) if text.token_mask[i, l]]
+        words = [F.normalize(module.word_proj(text.token_states[i, k]), dim=-1)
+                 for k in range(text.token_mask.shape[1]) if text.token_mask[i, k]]
         for j in range(video.batch_size):
             frames = [F.normalize(video.frame_emb[j, t], dim=-1)
                       for t in range(video.num_frames) if video.frame_mask[j, t]]
@@ -62,9 +62,9 @@ def reference_score(module, text, video, tau):
             vw = _aggregate([w @ v for w in words], tau, mix["video_word"])
             fs = _aggregate([s @ f for f in frames], tau, mix["sentence_frame"])
             fw = [[w @ module.word_frame_weight @ f for f in frames] for w in words]
-            per_frame = [_aggregate([fw[l][t] for l in range(len(words))], tau, mix["frame_word_words"])
+            per_frame = [_aggregate([fw[k][t] for k in range(len(words))], tau, mix["frame_word_words"])
                          for t in range(len(frames))]
-            per_word = [_aggregate(fw[l], tau, mix["frame_word_frames"]) for l in range(len(words))]
+            per_word = [_aggregate(fw[k], tau, mix["frame_word_frames"]) for k in range(len(words))]
             fw_score = 0.5 * (_aggregate(per_frame, tau, mix["frame_word_then_frames"])
                               + _aggregate(per_word, tau, mix["frame_word_then_words"]))
             out[i, j] = 0.25 * (vs + vw + fs + fw_score)

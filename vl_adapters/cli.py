@@ -94,4 +94,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m vl_adapters.cli` (how torchrun starts it) runs this file as __main__; the subcommands
+    # register with the package's own module, so run that one's main.
+    from vl_adapters.cli import main as package_main
+
+    sys.exit(package_main())

@@ -12,7 +12,7 @@ def load_backbone(spec: str, pretrained: str | None = None, **kwargs) -> Backbon
 
     `pretrained`: an open_clip tag or a local checkpoint file (safetensors preferred); for hf, a local
     directory overriding the id. Keyword arguments: precision ("auto" | "fp32" | "bf16"), device,
-    chunk_size (frames per backbone call).
+    chunk_size (frames per backbone call), compile (True or a torch.compile mode: compile the vision tower).
     """
     family, _, name = spec.partition(":")
     loader = BACKBONES.get(family)

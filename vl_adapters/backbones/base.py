@@ -51,6 +51,7 @@ class Backbone(nn.Module):
         precision: str = "auto",
         device: str | torch.device | None = None,
         chunk_size: int = 256,
+        compile: bool | str | None = None,
     ) -> None:
         super().__init__()
         if precision not in PRECISIONS:
@@ -72,12 +73,15 @@ class Backbone(nn.Module):
         # `random_weights` says the weights are a random initialisation no later load can reproduce.
         self.pretrained: str | None = None
         self.random_weights = False
-        self._fingerprint: str | None = None
+        self._fingerprint: tuple | None = None  # (hash, the hashed tensors, their versions)
         self.video_layout: VideoLayout | None = None  # set by encode_video around each group of videos
         self.model.requires_grad_(False)
         self.model.to(device=device, dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
         self.pixel_mean, self.pixel_std = self.pixel_mean.to(device), self.pixel_std.to(device)
         self.eval()
+        self.compiled = False
+        if compile:
+            self.compile_vision(None if compile in (True, "default") else compile)
 
     # ---- to implement --------------------------------------------------------------------
     def _encode_images(self, images: Tensor) -> tuple[Tensor, Tensor]:
@@ -95,6 +99,35 @@ class Backbone(nn.Module):
     def token_mask_from_ids(self, input_ids: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def vision_tower(self) -> nn.Module:
+        """The module `_encode_images` runs (what compile_vision compiles and adapters hook into)."""
+        raise NotImplementedError
+
+    # ---- speed ----------------------------------------------------------------------------
+    def compile_vision(self, mode: str | None = None) -> None:
+        """torch.compile the vision tower in place (its state dict, hence the fingerprint, is unchanged).
+        Chunks are then padded to a few fixed sizes (powers of two up to chunk_size) so that a batch of
+        any size reuses the compiled graphs instead of recompiling."""
+        self.vision_tower().compile(mode=mode, dynamic=False)
+        self.compiled = True
+
+    def _is_adapted(self) -> bool:
+        """Whether adapters run inside the towers (hooks, injected fp32 layers, trainable parts): they may
+        read `video_layout`, and their fp32 weights need autocast. Without them a tower runs in its own
+        dtype without autocast, and frames are chunked without a per-video loop."""
+        if self.needs_grad or any(m._forward_pre_hooks or m._forward_hooks for m in self.model.modules()):
+            return True
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        return any(p.dtype != dtype for p in self.model.parameters())
+
+    def _to_device(self, tensor: Tensor) -> Tensor:
+        """Host -> device without stalling the host: through pinned memory, non_blocking."""
+        if tensor.device == self.device:
+            return tensor
+        if self.device.type == "cuda" and tensor.device.type == "cpu" and not tensor.is_pinned():
+            tensor = tensor.pin_memory()
+        return tensor.to(self.device, non_blocking=True)
+
     # ---- frozen behaviour ---------------------------------------------------------------
     def train(self, mode: bool = True) -> Backbone:
         # Dropout and norm statistics of a frozen model never change, whatever the wrapper does.
@@ -104,27 +137,28 @@ class Backbone(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
-    def _context(self):
+    def _context(self, autocast: bool = True):
         grad = torch.enable_grad() if self.needs_grad and torch.is_grad_enabled() else torch.no_grad()
         stack = contextlib.ExitStack()
         stack.enter_context(grad)
-        if self.precision == "bf16":
+        if self.precision == "bf16" and autocast:
             stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16))
         return stack
 
     def fingerprint(self) -> str:
-        """A hash of the spec and every weight: the feature cache and saved adapters are valid only for
-        the same one. Computed once per backbone (its weights are frozen)."""
-        if self._fingerprint is None:
-            self._fingerprint = self._hash_weights()
-        return self._fingerprint
-
-    def _hash_weights(self) -> str:
-        digest = hashlib.sha256(self.spec.encode())
-        for name, tensor in sorted(self.model.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().float().cpu().numpy().tobytes())
-        return digest.hexdigest()[:16]
+        """A hash of the spec and every weight: the feature cache, the text store and saved adapters are
+        valid only for the same one. The weights hashed are the ones present at the first call; the hash is
+        remembered until one of them is written in place (its version counter moves), so modules an
+        adapter adds later (LoRA in a private copy) do not change it, and asking per batch costs no hash."""
+        memo = self._fingerprint
+        if memo is None or memo[2] != _versions(memo[1]):
+            named = memo[1] if memo is not None else sorted(self.model.state_dict(keep_vars=True).items())
+            digest = hashlib.sha256(self.spec.encode())
+            for name, tensor in named:
+                digest.update(name.encode())
+                digest.update(tensor.detach().float().cpu().numpy().tobytes())
+            self._fingerprint = memo = (digest.hexdigest()[:16], named, _versions(named))
+        return memo[0]
 
     # ---- frames ---------------------------------------------------------------------------
     def transform(self, frames: Tensor) -> Tensor:
@@ -133,7 +167,7 @@ class Backbone(nn.Module):
         if frames.dtype != torch.uint8:
             raise FeatureShapeError(f"transform: expected uint8 frames [..., 3, H, W], got dtype {frames.dtype}")
         lead = frames.shape[:-3]
-        x = frames.reshape(-1, *frames.shape[-3:]).to(self.device, torch.float32) / 255.0
+        x = self._to_device(frames.reshape(-1, *frames.shape[-3:])).float() / 255.0  # uint8 crosses the bus
         size = self.dims.image_size
         h, w = x.shape[-2:]
         scale = size / min(h, w)
@@ -148,36 +182,40 @@ class Backbone(nn.Module):
     def encode_video(self, frames: Tensor, frame_mask: Tensor | None = None) -> VideoFeatures:
         """frames [B,T,3,S,S] (normalised float, or uint8 of any size, transformed here) -> VideoFeatures.
 
-        Padded frames (frame_mask False) are not encoded; their features are zero.
+        Padded frames (frame_mask False) are not encoded; their features are zero. The bookkeeping runs
+        on a host copy of the mask, so the device never waits for the host inside the loop (a mask given
+        on the device costs one copy to the host, here).
         """
         if frames.ndim != 5 or frames.shape[2] != 3:
             raise FeatureShapeError(f"encode_video: frames: expected shape [B, T, 3, H, W], got {list(frames.shape)}")
         self._check_frames(frames)
-        if frames.dtype == torch.uint8:
-            frames = self.transform(frames)
         b, t = frames.shape[:2]
         if frame_mask is None:
             frame_mask = torch.ones(b, t, dtype=torch.bool)
         if tuple(frame_mask.shape) != (b, t):
             raise FeatureShapeError(f"encode_video: frame_mask: expected shape [{b}, {t}], got {list(frame_mask.shape)}")
-        empty = (~frame_mask.bool().any(1)).nonzero().flatten().tolist()
+        mask = frame_mask.detach().to("cpu", torch.bool)
+        empty = (~mask.any(1)).nonzero().flatten().tolist()
         if empty:
             raise FeatureShapeError(f"encode_video: frame_mask: video(s) {empty[:5]} have no real frame (an all-False "
                                     "row); every video needs at least one")
-        frame_mask = frame_mask.to(self.device, torch.bool)
-        real = rearrange(frames, "b t c h w -> (b t) c h w")[frame_mask.flatten().to(frames.device)]
-        emb, patches = self._encode_videos_grouped(real, frame_mask)
-        gh, gw = self.dims.grid
-        frame_emb = emb.new_zeros(b * t, emb.shape[-1])
-        patch_tokens = patches.new_zeros(b * t, *patches.shape[1:])
-        flat_mask = frame_mask.flatten()
-        frame_emb[flat_mask] = emb
-        patch_tokens[flat_mask] = patches
+        flat = rearrange(self.transform(frames) if frames.dtype == torch.uint8 else self._to_device(frames),
+                         "b t c h w -> (b t) c h w")
+        every = bool(mask.all())
+        real_index = None if every else self._to_device(mask.flatten().nonzero().flatten())
+        real = flat if every else flat.index_select(0, real_index)
+        if self._is_adapted():
+            emb, patches = self._encode_videos_grouped(real, mask)
+        else:
+            emb, patches = self.encode_images(real)
+        if not every:  # scatter the real frames back; padded frames stay zero
+            emb = emb.new_zeros(b * t, emb.shape[-1]).index_copy_(0, real_index, emb)
+            patches = patches.new_zeros(b * t, *patches.shape[1:]).index_copy_(0, real_index, patches)
         return VideoFeatures(
-            frame_emb=rearrange(frame_emb, "(b t) d -> b t d", b=b),
-            patch_tokens=rearrange(patch_tokens, "(b t) n c -> b t n c", b=b),
-            frame_mask=frame_mask,
-            grid=(gh, gw),
+            frame_emb=rearrange(emb, "(b t) d -> b t d", b=b),
+            patch_tokens=rearrange(patches, "(b t) n c -> b t n c", b=b),
+            frame_mask=self._to_device(mask),
+            grid=tuple(self.dims.grid),
         )
 
     def _check_frames(self, frames: Tensor) -> None:
@@ -208,7 +246,8 @@ class Backbone(nn.Module):
 
     def _encode_videos_grouped(self, real: Tensor, frame_mask: Tensor) -> tuple[Tensor, Tensor]:
         """Encode the real frames in chunks of whole videos (at most chunk_size frames, or one video),
-        with `video_layout` set, so adapters inside the tower see every frame of a video together."""
+        with `video_layout` set, so adapters inside the tower see every frame of a video together.
+        `frame_mask` is on the host: the loop over videos never waits for the device."""
         counts = frame_mask.sum(1).tolist()
         groups, start, size = [], 0, 0
         for index, count in enumerate(counts):  # a loop over videos, to cut chunks at video boundaries
@@ -220,7 +259,7 @@ class Backbone(nn.Module):
         embs, patches, offset = [], [], 0
         for first, last in groups:
             n = sum(counts[first:last])
-            self.video_layout = VideoLayout(frame_mask=frame_mask[first:last])
+            self.video_layout = VideoLayout(frame_mask=self._to_device(frame_mask[first:last]))
             try:
                 emb, tokens = self.encode_images(real[offset : offset + n])
             finally:
@@ -235,11 +274,16 @@ class Backbone(nn.Module):
         (in one piece while encode_video has set `video_layout`: it already chunks by whole videos)."""
         embs, patches = [], []
         chunk_size = self.chunk_size if self.video_layout is None else max(len(images), 1)
-        with self._context():
+        with self._context(autocast=self._is_adapted()):
             for chunk in images.split(chunk_size):
-                emb, tokens = self._encode_images(chunk.to(self.device))
-                embs.append(emb.float())
-                patches.append(tokens.float())
+                n = len(chunk)
+                chunk = self._to_device(chunk)
+                if self.compiled and self.video_layout is None:  # a few fixed shapes for the compiled graphs
+                    size = min(self.chunk_size, 1 << (n - 1).bit_length())
+                    chunk = torch.cat([chunk, chunk.new_zeros(size - n, *chunk.shape[1:])]) if size > n else chunk
+                emb, tokens = self._encode_images(chunk)
+                embs.append(emb[:n].float())
+                patches.append(tokens[:n].float())
         if not embs:
             d, c = self.dims.embed_dim, self.dims.vision_width
             n = self.dims.grid[0] * self.dims.grid[1]
@@ -267,7 +311,7 @@ class Backbone(nn.Module):
             input_ids, token_mask = self.tokenize(strings)
             self._warn_if_cut(strings, token_mask)
             input_ids, token_mask = input_ids.to(self.device), token_mask.to(self.device)
-        with self._context():
+        with self._context(autocast=self._is_adapted()):
             emb, states = self._encode_tokens(input_ids, token_mask)
         return TextFeatures(
             text_emb=emb.float(),
@@ -292,3 +336,7 @@ class Backbone(nn.Module):
             warnings.warn(f"encode_text: {len(cut)} text(s) reach the context length of {context} tokens and were "
                           f"cut to it (the first: {first[:60]!r}{'...' if len(first) > 60 else ''}, "
                           f"{counts[cut[0]] or 'over ' + str(context)} tokens)", RuntimeWarning, stacklevel=3)
+
+
+def _versions(named) -> tuple[int, ...]:
+    return tuple(tensor._version for _, tensor in named)

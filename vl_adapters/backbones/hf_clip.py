@@ -30,6 +30,9 @@ class HFClipBackbone(Backbone):
                          logit_scale=float(model.logit_scale.detach().exp()), **kwargs)
         self.tokenizer = tokenizer
 
+    def vision_tower(self):
+        return self.model.vision_model
+
     def _encode_images(self, images: Tensor) -> tuple[Tensor, Tensor]:
         vision = self.model.vision_model
         out = vision(pixel_values=images.to(next(vision.parameters()).dtype))

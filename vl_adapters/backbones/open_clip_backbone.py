@@ -41,6 +41,9 @@ class OpenClipBackbone(Backbone):
         if getattr(visual, "pool_type", "tok") != "tok" or getattr(visual, "attn_pool", None) is not None:
             raise ValueError(f"{spec}: only ViT towers with a CLS token are supported (pool_type 'tok')")
 
+    def vision_tower(self):
+        return self.model.visual
+
     def _encode_images(self, images: Tensor) -> tuple[Tensor, Tensor]:
         dtype = next(self.model.visual.parameters()).dtype
         pooled, tokens = self.model.visual(images.to(dtype))

@@ -10,13 +10,12 @@ import torch
 from torch import Tensor, nn
 
 from .adapter import Adapter, AdapterConfig, AdapterContext, build_adapter
-from .features import TextFeatures, VideoFeatures, check_against, concat_text_features
+from .features import TextFeatures, VideoFeatures, check_against
 from .io import load_json, load_tensors, readable_directory, save_json, save_tensors
 from .pooling import cosine_matrix, pair_cosine, topk_rerank_pairs
 
 STAGE_ORDER = {"backbone": 0, "video": 1, "text": 1, "dual": 1, "cross": 2}
 ADAPTERS_FILE, CONFIG_FILE = "adapters.safetensors", "adapters.json"
-FROZEN_TEXT_MEMO_SIZE = 200_000  # distinct strings kept by VideoLanguageModel.frozen_text
 
 
 class PairScores(NamedTuple):
@@ -67,7 +66,9 @@ class VideoLanguageModel(nn.Module):
         for adapter in self.backbone_adapters:
             adapter.attach(backbone)
         backbone.needs_grad = any(p.requires_grad for a in self.backbone_adapters for p in a.parameters())
-        self._frozen_text_memo: dict[str, TextFeatures] = {}
+        from ..data.text_cache import TextFeatureStore
+
+        self.text_store = TextFeatureStore()  # frozen_text's features (memory, spills, extract's segments)
 
     # ---- the stages ---------------------------------------------------------------------
     def _stage(self, *names: str) -> list[Adapter]:
@@ -90,28 +91,15 @@ class VideoLanguageModel(nn.Module):
 
     @torch.no_grad()
     def frozen_text(self, texts: Sequence[str]) -> TextFeatures:
-        """The backbone's own features of `texts` (before any adapter), each distinct string encoded once
-        per model: the text tower is frozen, so a string's features never change. Token axes are trimmed
-        to each text's real length and padded to the longest of the batch. Backbone adapters (LoRA on the
-        text tower) change the tower, so they turn the memo off."""
-        texts = list(texts)
+        """The backbone's own features of `texts` (before any adapter), each distinct text encoded once:
+        the text tower is frozen, so a token sequence's features never change. `text_store` keys them by
+        token ids under the backbone's weight fingerprint, keeps token states trimmed to each text's real
+        length (fp16), bounds its memory by bytes (spilling to disk) and reads the split's texts written
+        by `extract` (store.open). Token axes are padded to the longest text of the batch. Backbone
+        adapters (LoRA on the text tower) change the tower, so they bypass the store."""
         if self.uses_backbone_adapters:
-            return self.backbone.encode_text(texts).float()
-        memo = self._frozen_text_memo
-        missing = list(dict.fromkeys(t for t in texts if t not in memo))
-        if missing:
-            if len(memo) + len(missing) > FROZEN_TEXT_MEMO_SIZE:
-                memo.clear()
-            encoded = self.backbone.encode_text(missing).float()
-            # real length = one past the last real token (at least 1, so an empty string keeps a slot)
-            positions = torch.arange(1, encoded.token_mask.shape[1] + 1, device=encoded.token_mask.device)
-            lengths = (encoded.token_mask * positions).amax(1).clamp_min(1).tolist()
-            for i, (text, length) in enumerate(zip(missing, lengths, strict=True)):
-                one = encoded.index(torch.tensor([i]))
-                memo[text] = one.replace(token_states=one.token_states[:, :length].clone(),
-                                         token_mask=one.token_mask[:, :length].clone(),
-                                         input_ids=one.input_ids[:, :length].clone(), texts=[text])
-        return concat_text_features([memo[t] for t in texts])
+            return self.backbone.encode_text(list(texts)).float()
+        return self.text_store.features(self.backbone, texts)
 
     def format_candidates(self, question: str, answers: list[str]) -> list[str] | None:
         for adapter in self.adapters:
@@ -139,7 +127,9 @@ class VideoLanguageModel(nn.Module):
                 raise CacheRefusedError("cached text features cannot be used while a backbone adapter is active")
             check_against(text, self.backbone.dims)
             return text.to(self.backbone.device).float()
-        return self.backbone.encode_text(text)
+        if isinstance(text, Tensor) or self.uses_backbone_adapters:
+            return self.backbone.encode_text(text)
+        return self.frozen_text(text)  # strings: each distinct text through the frozen tower once per run
 
     def encode_inputs(self, video, text, frame_mask: Tensor | None = None) -> tuple[VideoFeatures, TextFeatures]:
         """Backbone features (or the given cached features) for a batch, before any adapter."""

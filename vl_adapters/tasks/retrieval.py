@@ -35,7 +35,7 @@ class RetrievalHead(TaskHead):
             raise ValueError(f"retrieval batch: {b} videos but {text.batch_size} texts; pairs must align")
         if b == 1 and not is_distributed():
             warnings.warn("retrieval: a batch of one pair has no negatives, so its contrastive loss is 0 and "
-                          "teaches nothing; use batches of 2 or more pairs", RuntimeWarning)
+                          "teaches nothing; use batches of 2 or more pairs", RuntimeWarning, stacklevel=2)
         pairs = torch.arange(b, device=video.frame_emb.device)
         video, text, losses = model.adapt(video, text, text_to_video=pairs, guidance=text)
         sims = model.dual_similarity(text, video)

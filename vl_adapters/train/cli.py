@@ -35,8 +35,13 @@ examples:
       --backbone open_clip:ViT-B-32 --pretrained openai --num-frames 12 --out /data/msrvtt_cache/train
   (then train with data.cache: /data/msrvtt_cache; the cache holds one directory per split)
 
+  torchrun --nproc-per-node 4 -m vl_adapters.cli extract ... --num-workers 8   # 4 GPUs, 8 decoders each
+  (each rank decodes and encodes its share of the videos; rank 0 writes the one cache)
+
 Run it again with the same arguments to resume an interrupted extraction. A run refuses a cache whose
 backbone, weights, sampler, frame count or transform differ from its own, and names what differs.
+The split's texts (captions; questions or candidates as the task head formats them, through the
+--adapters' templates when given) are encoded too, into <out>/text.
 """
 
 FLAG_KEYS = {  # flag dest -> config key
@@ -128,6 +133,11 @@ def register(sub) -> None:
     ex.add_argument("--no-patch-tokens", action="store_true", help="store frame embeddings only (much smaller)")
     ex.add_argument("--on-bad-video", choices=["skip", "raise"], default="skip")
     ex.add_argument("--device", default=None)
+    ex.add_argument("--num-workers", type=int, default=4, help="DataLoader processes decoding videos (per rank)")
+    ex.add_argument("--adapters", nargs="+", metavar="NAME", default=[],
+                    help="the adapters the run will use: their templates format multiple-choice candidates")
+    ex.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                    help="torch.compile the vision tower (optionally a mode, e.g. max-autotune)")
     ex.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                     help="extra dataset option (YAML value), repeatable")
     ex.set_defaults(func=cmd_extract)
@@ -264,6 +274,7 @@ def cmd_eval(args) -> int:
                   "forward); evaluating from videos", file=sys.stderr)
         else:
             dataset = CachedDataset(dataset, cache)
+            model.text_store.open(cache.text_directory, model.backbone)
     rerank = args.rerank_k if args.rerank_k is not None else config.eval.rerank_k
     workers = args.num_workers if args.num_workers is not None else d.num_workers
     skipped: list[dict] = []
@@ -284,26 +295,44 @@ def cmd_eval(args) -> int:
 def cmd_extract(args) -> int:
     import yaml
 
-    from .. import load_backbone
+    from .. import load_backbone, wrap
+    from ..core import distributed
     from ..core.io import load_json
     from ..data import build_dataset
     from ..data.cache import INDEX_FILE, extract_features
+    from ..data.text_cache import dataset_texts
     from .data import dropped_rows
+    from .trainer import init_distributed, resolve_device
 
     options: dict = {}
     for item in args.option:
         key, _, value = item.partition("=")
         options[key] = yaml.safe_load(value)
     check_dataset(args.dataset, args.root, "--root")
-    backbone = load_backbone(args.backbone, pretrained=args.pretrained, device=args.device)
+    init_distributed()  # under torchrun: one rank per GPU, each with its share of the videos
+    device = resolve_device(args.device or "auto")
+    backbone = load_backbone(args.backbone, pretrained=args.pretrained, device=device, compile=args.compile)
     options = {"size": backbone.dims.image_size, **options}  # decode straight to the backbone's input size
     dataset = build_dataset(args.dataset, args.root, args.split, num_frames=args.num_frames, sampler=args.sampler,
                             train=False, on_bad_video=args.on_bad_video, **options)
+    texts = None
+    if args.adapters:
+        model = wrap(backbone, args.adapters, task=dataset.task)
+        if model.uses_backbone_adapters:
+            print("vl-adapters extract: --adapters lists backbone adapters, which change the backbone's forward: "
+                  "a feature cache cannot serve them", file=sys.stderr)
+            return 2
+        texts = dataset_texts(dataset, model)
     out = extract_features(dataset, backbone, args.out, sampler=args.sampler, num_frames=args.num_frames,
                            batch_size=args.batch_size, patch_tokens=not args.no_patch_tokens,
-                           on_bad_video=args.on_bad_video)
-    bad = load_json(Path(out) / INDEX_FILE).get("bad_videos", {})
-    print(f"feature cache written to {out}")
-    report_skipped("extract", [{"video_id": v, "reason": r} for v, r in bad.items()], dropped_rows(dataset),
-                   Path(out) / "skipped.json")
+                           on_bad_video=args.on_bad_video, num_workers=args.num_workers, texts=texts)
+    if distributed.rank() == 0:
+        bad = load_json(Path(out) / INDEX_FILE).get("bad_videos", {})
+        print(f"feature cache written to {out}")
+        report_skipped("extract", [{"video_id": v, "reason": r} for v, r in bad.items()], dropped_rows(dataset),
+                       Path(out) / "skipped.json")
+    if distributed.is_distributed():
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
     return 0

@@ -160,6 +160,7 @@ class Trainer:
                                       patch_tokens=cache.fingerprint.get("patch_tokens", True),
                                       dataset=dataset))
         self.cache_note = f"used ({Path(directory).parent})"
+        self.model.text_store.open(cache.text_directory, self.model.backbone)  # the split's texts, if extracted
         return CachedDataset(dataset, cache)
 
     # ---- the loop ------------------------------------------------------------------------

@@ -11,8 +11,15 @@ from ...core.features import TextFeatures, VideoFeatures
 from ...core.pooling import masked_mean
 from ..temporal_transformer import TemporalTransformer, TemporalTransformerConfig
 from .config import MultiLevelAlignmentConfig
-from .modules import (TokenRefiner, pool_segments, same_string, same_video, segment_weights, split_phrases,
-                      two_way_infonce)
+from .modules import (
+    TokenRefiner,
+    pool_segments,
+    same_string,
+    same_video,
+    segment_weights,
+    split_phrases,
+    two_way_infonce,
+)
 
 
 @register_adapter("multi_level_alignment")
@@ -103,7 +110,7 @@ class MultiLevelAlignment(Adapter):
             raise ValueError("multi_level_alignment: ctx.encode_text is None; phrases are encoded by the "
                              "wrapped model's frozen text tower, so run the adapter inside vla.wrap")
         device = video.frame_emb.device
-        video_index, phrase_index, num_phrases = (torch.tensor(col, device=device) for col in list(zip(*rows))[:3])
+        video_index, phrase_index, num_phrases = (torch.tensor(col, device=device) for col in list(zip(*rows, strict=True))[:3])
         phrases = [row[3] for row in rows]
         weights = segment_weights(video.frame_mask, video_index, phrase_index, num_phrases)
         segments = pool_segments(video.frame_emb, weights, video_index)
