@@ -1,11 +1,23 @@
-"""The ablation grid, built from the adapter registry: unregistered adapters are simply absent."""
+"""The ablation grid, built from the adapter registry: a newly registered adapter is a new row, an
+unregistered one is simply absent. Two controls ride along (docs/benchmark.md):
+
+- single frame: trained mean pooling fed only each video's middle frame, in training and at test: how
+  much of each part can be answered without time at all;
+- shuffled training: the best temporal row, chosen before any test number is read (the highest mean
+  validation accuracy on temporal multiple choice over the seeds; ties go to the earlier row), trained
+  again on frames shuffled afresh every step and tested on frames in order. If that row's gain is order,
+  it disappears here.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # The three methods whose combination is the toolkit's headline configuration.
 NAMED_COMBINATION = ("tem_adapter", "finsta", "trajectory_word")
+FIRST = "temporal_transformer"  # CLIP4Clip's seqTransf: the reference temporal baseline, listed first
+ZERO_SHOT, MEAN, SINGLE_FRAME = "mean (zero-shot)", "mean + temperature", "single frame (middle) + temperature"
+SHUFFLED_SUFFIX = " (shuffled training)"
 
 
 @dataclass(frozen=True)
@@ -13,6 +25,9 @@ class GridRow:
     name: str
     adapters: tuple[str, ...]
     train: bool
+    train_view: str = "all"  # frames fed in training: "all" (in order), "middle", "shuffled"
+    test_view: str = "all"  # frames fed at test ("middle" for the single-frame control)
+    control: bool = False  # a baseline or control, never a candidate for the shuffled-training control
 
 
 def registered_adapters() -> dict[str, str]:
@@ -24,33 +39,37 @@ def registered_adapters() -> dict[str, str]:
 
 
 def build_grid(adapters: list[str] | None = None) -> tuple[list[GridRow], list[str]]:
-    """(rows, notes). Default: zero-shot mean pooling, trained mean pooling (temperature only),
-    temporal_transformer, every other registered adapter alone, and the named combination.
-    Backbone-stage adapters (LoRA, ST-Adapter) change the backbone's forward, so they cannot use the
-    feature cache; they are left out of the grid, with a note."""
+    """(rows, notes). Default: zero-shot mean pooling, trained mean pooling (temperature only), the
+    single-frame control, temporal_transformer, every other registered adapter alone (backbone-stage
+    ones included: they are fed frames), and the named combination. `adapters` (names, `a+b` for a
+    combination) replaces the adapter rows; the baselines and controls always run."""
     registry = registered_adapters()
     notes: list[str] = []
     if adapters is not None:
-        unknown = [a for name in adapters for a in name.split("+") if a not in registry]
+        unknown = sorted({a for name in adapters for a in name.split("+") if a not in registry})
         if unknown:
             raise ValueError(f"--adapters: {unknown} not registered; registered: {sorted(registry)}")
-    rows = [GridRow("mean (zero-shot)", (), False), GridRow("mean + temperature", (), True)]
-    singles = ["temporal_transformer"] + sorted(n for n in registry if n != "temporal_transformer")
-    wanted = [n for n in singles if n in registry]
-    if adapters is not None:
-        wanted = list(adapters)
-    for name in wanted:
-        parts = tuple(name.split("+"))
-        backbone_stage = [p for p in parts if registry[p] == "backbone"]
-        if backbone_stage:
-            notes.append(f"{name}: left out (backbone-stage adapter(s) {backbone_stage} need raw frames "
-                         "every step; the cached benchmark does not run them)")
-            continue
-        rows.append(GridRow(name, parts, True))
+    rows = [GridRow(ZERO_SHOT, (), False, control=True), GridRow(MEAN, (), True, control=True),
+            GridRow(SINGLE_FRAME, (), True, train_view="middle", test_view="middle", control=True)]
     if adapters is None:
+        wanted = [FIRST] * (FIRST in registry) + sorted(n for n in registry if n != FIRST)
         if all(n in registry for n in NAMED_COMBINATION):
-            rows.append(GridRow("+".join(NAMED_COMBINATION), NAMED_COMBINATION, True))
+            wanted.append("+".join(NAMED_COMBINATION))
         else:
             missing = [n for n in NAMED_COMBINATION if n not in registry]
             notes.append(f"combination {'+'.join(NAMED_COMBINATION)}: left out, {missing} not registered")
+    else:
+        wanted = list(dict.fromkeys(adapters))
+    rows += [GridRow(name, tuple(name.split("+")), True) for name in wanted]
     return rows, notes
+
+
+def shuffled_control(rows: list[GridRow], val_temporal_mc: dict[str, float]) -> GridRow | None:
+    """The shuffled-training control of the best temporal row: among the adapter rows (not the
+    baselines or controls), the highest validation temporal multiple-choice accuracy, ties to the
+    earlier row. `val_temporal_mc`: row name -> mean over seeds. None when there is no adapter row."""
+    candidates = [r for r in rows if not r.control and r.name in val_temporal_mc]
+    if not candidates:
+        return None
+    best = max(candidates, key=lambda r: (val_temporal_mc[r.name], -rows.index(r)))
+    return replace(best, name=best.name + SHUFFLED_SUFFIX, train_view="shuffled", control=True)

@@ -14,9 +14,12 @@ Why it is built the way it is:
 - Everything is a pure function of the seed: numpy's Generator drives every choice.
 
 Layout written by `generate(out_dir, ...)`:
-    videos/<id>.mp4                      H.264 (libx264) or MPEG-4 part 2, 64x64 by default
-    retrieval_{train,test}.jsonl         {"video", "text", "question_type", "split", "pair", ...}
-    mc_{train,test}.jsonl                {"video", "question", "candidates", "answer", "question_type", ...}
+    videos/<id>.mp4                      lossless H.264 (libx264; MPEG-4 part 2 where it is missing), 64x64
+    retrieval_{train,test,val}.jsonl     {"video", "text", "question_type", "split", "pair", ...}
+    mc_{train,test,val}.jsonl            {"video", "question", "candidates", "answer", "question_type", ...}
+Scenes are drawn in the order train, test, val, so adding validation pairs never changes the test set;
+the val files are written only when num_val_pairs > 0 (a held-out slice for choices made before the
+test set is looked at).
 The rows are the generic JSONL format (vl_adapters/data/datasets/jsonl.py; "video" is relative to
 videos/), so `build_dataset("jsonl", root, file="retrieval_test.jsonl")` reads them; the extra keys
 (twin, pair, direction, hard_negatives, split) are ignored by the reader and used by the benchmark.
@@ -26,7 +29,9 @@ videos/), so `build_dataset("jsonl", root, file="retrieval_test.jsonl")` reads t
 from __future__ import annotations
 
 import json
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -83,9 +88,12 @@ class Scene:
 
 
 # ---------------------------------------------------------------- rendering
+@lru_cache(maxsize=8)
 def _masks(size: int) -> tuple[np.ndarray, np.ndarray]:
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
-    return xs + 0.5, ys + 0.5
+    xs, ys = xs + 0.5, ys + 0.5
+    xs.flags.writeable = ys.flags.writeable = False  # shared by every call
+    return xs, ys
 
 
 def shape_mask(shape: str, x: float, y: float, radius: float, size: int) -> np.ndarray:
@@ -330,7 +338,9 @@ def sample_still(rng: np.random.Generator, *, size: int = 64, radius: int = 7, m
 
 # ---------------------------------------------------------------- writing
 def write_video(path: str | Path, frames: np.ndarray, *, fps: int = 8, codec: str | None = None) -> None:
-    """Write uint8 frames [T, H, W, 3] as an mp4 (libx264 when available, else mpeg4)."""
+    """Write uint8 frames [T, H, W, 3] as an mp4: lossless libx264 (qp 0) when available, so that a video
+    and its backward twin decode to exactly the same frames (lossy coding leaves artefacts that differ with
+    the order of the frames: up to 54 grey levels at crf 12); else mpeg4 at its finest quantiser."""
     import av
 
     path = Path(path)
@@ -342,7 +352,7 @@ def write_video(path: str | Path, frames: np.ndarray, *, fps: int = 8, codec: st
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
         if codec == "libx264":
-            stream.options = {"crf": "12", "preset": "veryfast", "threads": "1"}
+            stream.options = {"qp": "0", "preset": "veryfast", "threads": "1"}
         else:
             stream.options = {"qscale": "2"}
             stream.codec_context.qmin = 1
@@ -357,6 +367,7 @@ def write_video(path: str | Path, frames: np.ndarray, *, fps: int = 8, codec: st
 class SyntheticConfig:
     num_train_pairs: int = 96
     num_test_pairs: int = 48
+    num_val_pairs: int = 0
     num_frames: int = 16
     size: int = 64
     seed: int = 0
@@ -391,31 +402,55 @@ def _rows_for(video_id: str, twin_id: str, scene: Scene, pair: int, direction: s
 
 
 def generate_scenes(cfg: SyntheticConfig) -> list[Scene]:
-    """The forward scenes, one per pair, a pure function of cfg.seed."""
+    """The forward scenes, one per pair (train, then test, then val), a pure function of cfg.seed."""
     rng = np.random.default_rng(cfg.seed)
     return [sample_scene(rng, num_frames=cfg.num_frames, size=cfg.size)
-            for _ in range(cfg.num_train_pairs + cfg.num_test_pairs)]
+            for _ in range(cfg.num_train_pairs + cfg.num_test_pairs + cfg.num_val_pairs)]
 
 
-def generate(out_dir: str | Path, cfg: SyntheticConfig | None = None, **overrides) -> Path:
-    """Write the benchmark (videos + JSONL + meta.json) to out_dir and return it."""
+def part_of(pair: int, cfg: SyntheticConfig) -> str:
+    if pair < cfg.num_train_pairs:
+        return "train"
+    return "test" if pair < cfg.num_train_pairs + cfg.num_test_pairs else "val"
+
+
+def _write_twins(job: tuple[Path, Scene, str, str, str | None]) -> None:
+    """Render one scene and write it forwards and backwards (a process-pool task: rendering and H.264
+    encoding are most of the generator's time)."""
+    directory, scene, forward_id, backward_id, codec = job
+    frames = render_scene(scene)
+    write_video(directory / f"{forward_id}.mp4", frames, codec=codec)
+    write_video(directory / f"{backward_id}.mp4", frames[::-1], codec=codec)
+
+
+def generate(out_dir: str | Path, cfg: SyntheticConfig | None = None, *, workers: int = 1, **overrides) -> Path:
+    """Write the benchmark (videos + JSONL + meta.json) to out_dir and return it. `workers` > 1 renders
+    and encodes the videos in that many processes; the files are the same whatever the count."""
     cfg = cfg or SyntheticConfig()
     for key, value in overrides.items():
         if not hasattr(cfg, key):
             raise TypeError(f"generate: unknown option {key!r}")
         setattr(cfg, key, value)
+    if workers < 1:
+        raise ValueError(f"generate: workers must be >= 1, got {workers}")
     out = Path(out_dir)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     scenes = generate_scenes(cfg)
+    ids = [(f"s{cfg.seed}_{pair:05d}_fwd", f"s{cfg.seed}_{pair:05d}_bwd") for pair in range(len(scenes))]
+    jobs = [(out / "videos", scene, fwd, bwd, cfg.codec) for scene, (fwd, bwd) in zip(scenes, ids, strict=True)]
+    if workers == 1 or len(jobs) < 2 * workers:
+        for job in jobs:
+            _write_twins(job)
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(_write_twins, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
     text_rng = np.random.default_rng([cfg.seed, 1])
-    files = {name: [] for name in ("retrieval_train", "retrieval_test", "mc_train", "mc_test")}
+    parts = ("train", "test", "val") if cfg.num_val_pairs else ("train", "test")
+    files = {f"{kind}_{part}": [] for part in parts for kind in ("retrieval", "mc")}
     for pair, scene in enumerate(scenes):
-        part = "train" if pair < cfg.num_train_pairs else "test"
-        frames = render_scene(scene)
-        ids = (f"s{cfg.seed}_{pair:05d}_fwd", f"s{cfg.seed}_{pair:05d}_bwd")
-        for direction, sc, frs, vid, twin in (("forward", scene, frames, ids[0], ids[1]),
-                                              ("backward", reversed_scene(scene), frames[::-1], ids[1], ids[0])):
-            write_video(out / "videos" / f"{vid}.mp4", frs, codec=cfg.codec)
+        part = part_of(pair, cfg)
+        for direction, sc, vid, twin in (("forward", scene, ids[pair][0], ids[pair][1]),
+                                         ("backward", reversed_scene(scene), ids[pair][1], ids[pair][0])):
             retrieval, mc = _rows_for(vid, twin, sc, pair, direction, text_rng, cfg)
             for row in retrieval + mc:
                 row["part"] = part
