@@ -21,14 +21,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from temporal_fit import Questions, accuracy, encode_strings, train  # noqa: I001  (benchmarks/ is the script's dir)
 
 import vl_adapters as vla
 from vl_adapters.adapters.tem_adapter.modules import sinusoid_positions
 from vl_adapters.adapters.temporal_transformer.adapter import TemporalTransformer
 from vl_adapters.bench.run import BenchConfig, Split, shuffled
 from vl_adapters.core.adapter import AdapterOutput
-
-from temporal_fit import Questions, accuracy, encode_strings, train  # noqa: I001  (benchmarks/ is the script's dir)
 
 # name -> (content, positions, config overrides, lr)
 VARIANTS = {

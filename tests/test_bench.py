@@ -14,8 +14,18 @@ import torch
 import vl_adapters as vla
 from vl_adapters.bench import data as bench_data
 from vl_adapters.bench import evaluate, protocol
-from vl_adapters.bench.grid import (MEAN, NAMED_COMBINATION, SHUFFLED_SUFFIX, SINGLE_FRAME, ZERO_SHOT, GridRow,
-                                    build_grid, registered_adapters, shuffled_control)
+from vl_adapters.bench.grid import (
+    MEAN,
+    NAMED_COMBINATION,
+    PARTS_ONLY,
+    SHUFFLED_SUFFIX,
+    SINGLE_FRAME,
+    ZERO_SHOT,
+    GridRow,
+    build_grid,
+    registered_adapters,
+    shuffled_control,
+)
 from vl_adapters.bench.run import PRESETS, run_bench
 from vl_adapters.core.features import VideoFeatures
 from vl_adapters.core.pooling import video_embedding
@@ -47,8 +57,12 @@ def test_grid_is_built_from_the_registry():
     rows, notes = build_grid()
     names = [r.name for r in rows]
     assert names[:3] == [ZERO_SHOT, MEAN, SINGLE_FRAME] and not rows[0].train
-    for name in registry:  # every registered adapter is a row, backbone-stage ones included
-        assert name in names
+    for name in registry:  # every registered adapter is a row (backbone-stage ones included), or its composite
+        if name in PARTS_ONLY:
+            assert PARTS_ONLY[name] in names and name not in names
+            assert any(name in note for note in notes)
+        else:
+            assert name in names
     if all(n in registry for n in NAMED_COMBINATION):
         assert "+".join(NAMED_COMBINATION) in names
     single = rows[2]

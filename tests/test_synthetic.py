@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from vl_adapters.data import synthetic as syn
 

@@ -15,6 +15,9 @@ from dataclasses import dataclass, replace
 
 # The three methods whose combination is the toolkit's headline configuration.
 NAMED_COMBINATION = ("tem_adapter", "finsta", "trajectory_word")
+# Parts that act only through a partner, run in the grid as their composite: alone, each would be mean
+# pooling under another name (the scorer picks frames for cross adapters; the filter hands them over).
+PARTS_ONLY = {"salient_frame_scorer": "salient_frames", "salient_frame_filter": "salient_frames"}
 FIRST = "temporal_transformer"  # CLIP4Clip's seqTransf: the reference temporal baseline, listed first
 ZERO_SHOT, MEAN, SINGLE_FRAME = "mean (zero-shot)", "mean + temperature", "single frame (middle) + temperature"
 SHUFFLED_SUFFIX = " (shuffled training)"
@@ -52,7 +55,9 @@ def build_grid(adapters: list[str] | None = None) -> tuple[list[GridRow], list[s
     rows = [GridRow(ZERO_SHOT, (), False, control=True), GridRow(MEAN, (), True, control=True),
             GridRow(SINGLE_FRAME, (), True, train_view="middle", test_view="middle", control=True)]
     if adapters is None:
-        wanted = [FIRST] * (FIRST in registry) + sorted(n for n in registry if n != FIRST)
+        wanted = [FIRST] * (FIRST in registry) + sorted(n for n in registry if n != FIRST and n not in PARTS_ONLY)
+        notes += [f"{part}: run as part of {whole} (alone it changes nothing a bench row could measure)"
+                  for part, whole in PARTS_ONLY.items() if part in registry]
         if all(n in registry for n in NAMED_COMBINATION):
             wanted.append("+".join(NAMED_COMBINATION))
         else:

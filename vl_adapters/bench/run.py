@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from .grid import GridRow, build_grid, shuffled_control
 from .evaluate import normalisation
+from .grid import GridRow, build_grid, shuffled_control
 from .protocol import TASKS, BenchConfig, run_task
 
 BACKBONE = "tiny:synthetic"
