@@ -41,6 +41,8 @@ def test_plugin_is_listed_without_import(plugin_env):
     out = run("from vl_adapters.cli import main; raise SystemExit(main(['list', '-v']))", plugin_env)
     line = next(line for line in out.splitlines() if line.strip().startswith("gated_mean"))
     assert "stage=video" in line
+    datasets = next(line for line in out.splitlines() if line.startswith("dataset: "))
+    assert {"didemo", "activitynet", "lsmdc", "nextqa", "jsonl"} <= set(datasets[len("dataset: "):].split(", "))
     # Without the plugin on the path it is not there: the listing above came from the entry point.
     clean = {k: v for k, v in plugin_env.items() if k != "PYTHONPATH"}
     assert "gated_mean" not in run("from vl_adapters.cli import main; main(['list'])", clean)

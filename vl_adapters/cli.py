@@ -34,6 +34,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
                 cls = registry.get(name)
                 doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
                 print(f"  {name:28s} stage={cls.stage:9s} {doc}")
+    from vl_adapters.data import DATASETS
+
+    print(f"dataset: {', '.join(sorted(DATASETS))}")
     return 0
 
 

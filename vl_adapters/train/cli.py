@@ -67,7 +67,8 @@ def register(sub) -> None:
     train.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                        help="continue from <run-dir>/checkpoints/last (or the given checkpoint directory)")
     train.add_argument("--run-dir", help="where checkpoints, logs and the report go")
-    train.add_argument("--dataset", help="msrvtt | msvd | msrvtt_qa | msvd_qa | sutd_trafficqa | msrvtt_mc | jsonl")
+    train.add_argument("--dataset", help="a registered dataset (`vl-adapters list` shows them: msrvtt, didemo, "
+                                         "activitynet, lsmdc, nextqa, jsonl, ...)")
     train.add_argument("--root", help="the dataset's directory")
     train.add_argument("--cache", help="feature cache directory from `vl-adapters extract` (one subdir per split)")
     train.add_argument("--backbone", help="open_clip:<name> | hf:<dir> | tiny")
