@@ -152,3 +152,12 @@ def test_trainer_on_cuda_with_bf16_backbone(tmp_path):
                       eval_dataset=ToyRetrievalDataset(4, seed=1)).fit()
     assert "t2v_R@1" in metrics
     assert all(p.dtype == torch.float32 for p in model.trainable_parameters())
+
+
+@pytest.mark.parametrize("normalise", ["dsl", "qb_norm"])
+def test_every_epochs_evaluation_reports_the_configured_normalisation(tiny_backbone, tmp_path, normalise):
+    trainer = _trainer(tiny_backbone, tmp_path / "run", epochs=1, **{"eval.normalise": normalise})
+    metrics = trainer.fit()
+    assert "t2v_R@1" in metrics and f"{normalise}/t2v_R@1" in metrics
+    logged = [r for r in read_metrics_log(tmp_path / "run") if r["kind"] == "eval"]
+    assert f"{normalise}/t2v_R@1" in logged[-1]

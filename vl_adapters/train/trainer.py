@@ -312,10 +312,24 @@ class Trainer:
         raise NonFiniteError(message)
 
     def evaluate(self) -> dict:
+        e = self.config.eval
         return evaluate(self.model, self.eval_dataset, batch_size=self.config.data.eval_batch_size,
-                        num_workers=self.config.data.num_workers, rerank_k=self.config.eval.rerank_k,
+                        num_workers=self.config.data.num_workers, rerank_k=e.rerank_k,
                         on_bad_video=self.config.on_bad_video, skipped=self.skipped,
-                        progress=show_progress(self.config.progress), autocast=self.device.type == "cuda")
+                        progress=show_progress(self.config.progress), autocast=self.device.type == "cuda",
+                        normalise=e.normalise, normalise_options=e.normalise_options, querybank=self._querybank())
+
+    def _querybank(self) -> list[str] | None:
+        """QB-Norm's bank queries (eval.normalise qb_norm), read once per run: the training captions or a file."""
+        if self.config.eval.normalise != "qb_norm":
+            return None
+        if getattr(self, "_querybank_texts", None) is None:
+            from ..tasks.normalise import parse_options, querybank_texts
+
+            bank = parse_options("qb_norm", self.config.eval.normalise_options)
+            self._querybank_texts = querybank_texts(bank.querybank, train_dataset=self.train_dataset,
+                                                    size=bank.querybank_size)
+        return self._querybank_texts
 
     def _maybe_best(self, metrics: dict) -> None:
         name = self.config.eval.metric or default_metric(self.model.task.name)
