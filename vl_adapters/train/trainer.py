@@ -82,6 +82,7 @@ class Trainer:
         seed_everything(config.seed)
         self.run_dir = Path(config.run_dir)
         self.skipped: list[dict] = []
+        self._querybank_texts: list[str] | None = None  # QB-Norm bank, read on the first evaluation
         self.cache_note = "off"
         backbone = model.backbone if model is not None else self._build_backbone()
         size = backbone.dims.image_size
@@ -323,7 +324,7 @@ class Trainer:
         """QB-Norm's bank queries (eval.normalise qb_norm), read once per run: the training captions or a file."""
         if self.config.eval.normalise != "qb_norm":
             return None
-        if getattr(self, "_querybank_texts", None) is None:
+        if self._querybank_texts is None:
             from ..tasks.normalise import parse_options, querybank_texts
 
             bank = parse_options("qb_norm", self.config.eval.normalise_options)
