@@ -6,8 +6,8 @@
 Protocol, the same for every row and never tuned per row: the synthetic generator's "temporal" multiple-choice
 rows (mc_{train,test}.jsonl: the true event caption against the backward twin's caption, the events in the
 other order and the moves flipped; every video comes with its backward twin, so order-free pooling is at
-chance by construction). Frames are encoded once by the frozen backbone (the engine's feature cache) and
-every candidate string once by the frozen text tower (the answer alone: all rows share one question).
+chance by construction). Frames are decoded and encoded once by the frozen backbone and every candidate string once
+by the frozen text tower (the bench's data module, bench/data.py); accuracy is the bench's tie-aware one.
 Each row wraps the backbone with its adapters and the multiple-choice head (cross-entropy) and trains
 `steps` steps of `batch` random training questions with AdamW (lr, weight decay 0.01, constant lr, gradient
 norm clipped at 1). Reported: accuracy on the training questions, on the held-out ones, and on the held-out
@@ -27,62 +27,42 @@ from pathlib import Path
 import torch
 
 import vl_adapters as vla
-from vl_adapters.bench.run import BenchConfig, Split, shuffled
-from vl_adapters.core.features import concat_text_features
+from vl_adapters.bench.data import Part, frame_order, load_part, mc_batch
+from vl_adapters.bench.evaluate import evaluate_mc, questions, test_order
+from vl_adapters.bench.protocol import BenchConfig
+from vl_adapters.bench.run import prepare_data
 
 DEFAULT_ROWS = ["mean", "temporal_transformer", "tem_temporal_aligner"]
 
 
-class Questions:
-    """The temporal multiple-choice rows of one split as index tensors into cached video and text features."""
-
-    def __init__(self, split: Split, text_row: dict[str, int]) -> None:
-        rows = [r for r in split.mc if r["question_type"] == "temporal"]
-        k = max(len(r["candidates"]) for r in rows)
-        self.video = torch.tensor([split.video_index[r["video_id"]] for r in rows])
-        self.text = torch.tensor([[text_row[c] for c in r["candidates"]] + [text_row[""]] * (k - len(r["candidates"]))
-                                  for r in rows])
-        self.mask = torch.tensor([[i < len(r["candidates"]) for i in range(k)] for r in rows])
-        self.answer = torch.tensor([r["answer"] for r in rows])
-        self.features = split.video
-
-    def __len__(self) -> int:
-        return len(self.answer)
-
-    def batch(self, rows: torch.Tensor, text, video=None, *, with_answer: bool = True) -> dict:
-        video = self.features if video is None else video
-        out = {"video": video.index(self.video[rows]), "text": text.index(self.text[rows].flatten()),
-               "candidate_mask": self.mask[rows]}
-        if with_answer:
-            out["answer"] = self.answer[rows]
-        return out
+def load_parts(root: str | Path, *, pairs: int, test_pairs: int, frames: int) -> tuple:
+    """(backbone, train part, test part): the synthetic data written under `root` unless it is already
+    there with this configuration, decoded and encoded once by the frozen `tiny:synthetic` (bench/data.py)."""
+    root = Path(root)
+    cfg = BenchConfig(num_train_pairs=pairs, num_val_pairs=0, num_test_pairs=test_pairs, num_frames=frames)
+    prepare_data(root, cfg, workers=1, log=lambda *_: None)
+    backbone = vla.load_backbone("tiny:synthetic", device="cpu")
+    return (backbone, *(load_part(root, name, backbone, num_frames=frames) for name in ("train", "test")))
 
 
-def encode_strings(backbone, strings: list[str], chunk: int = 256):
-    with torch.no_grad():
-        return concat_text_features([backbone.encode_text(strings[i:i + chunk]).float()
-                                     for i in range(0, len(strings), chunk)])
-
-
-@torch.no_grad()
-def accuracy(model, questions: Questions, text, video=None, chunk: int = 256) -> float:
+def accuracy(model, part: Part, view: str = "all") -> float:
+    """Tie-aware accuracy (fraction) on the part's temporal questions, frames in order or shuffled."""
     model.eval()
-    correct = 0
-    for rows in torch.arange(len(questions)).split(chunk):
-        scores = model(questions.batch(rows, text, video, with_answer=False)).scores
-        correct += int((scores.argmax(1) == questions.answer[rows]).sum())
-    return correct / len(questions)
+    return evaluate_mc(model, part, test_order(part, view), kinds=("temporal",))["mc/temporal"] / 100.0
 
 
-def train(model, questions: Questions, text, *, steps: int, batch: int, lr: float, seed: int) -> float:
+def train(model, part: Part, *, steps: int, batch: int, lr: float, seed: int) -> float:
+    """`steps` AdamW steps of `batch` random temporal training questions (constant lr, clip 1); seconds."""
+    rows = questions(part, "temporal")
     params = model.trainable_parameters()
     optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     generator = torch.Generator().manual_seed(seed)
+    order = frame_order(batch, part.frames.shape[1], "all", None)
     model.train()
     start = time.time()
     for _ in range(steps):
-        rows = torch.randperm(len(questions), generator=generator)[:batch]
-        loss = model(questions.batch(rows, text)).loss
+        chosen = rows[torch.randperm(len(rows), generator=generator)[:batch]]
+        loss = model(mc_batch(part, chosen, order[:len(chosen)], frames=False)).loss
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -111,23 +91,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from vl_adapters.data.synthetic import generate
-
-    root = Path(args.data)
-    wanted = {"num_train_pairs": args.pairs, "num_test_pairs": args.test_pairs, "num_frames": args.frames, "seed": 0}
-    meta = root / "meta.json"
-    if not meta.exists() or any(json.loads(meta.read_text())["config"].get(k) != v for k, v in wanted.items()):
-        generate(root, **wanted)
-    backbone = vla.load_backbone("tiny:synthetic", device="cpu")
-    cfg = BenchConfig(num_train_pairs=args.pairs, num_test_pairs=args.test_pairs, num_frames=args.frames)
-    cache = root / f"cache-{backbone.fingerprint()}-{args.frames}f"
-    splits = {part: Split(root, part, backbone, cfg, cache, log=lambda *_: None) for part in ("train", "test")}
-    strings = sorted({c for s in splits.values() for r in s.mc for c in r["candidates"]} | {""})
-    text = encode_strings(backbone, strings)
-    text_row = {s: i for i, s in enumerate(strings)}
-    train_q, test_q = (Questions(splits[p], text_row) for p in ("train", "test"))
-    test_shuffled = shuffled(test_q.features, seed=1234)
-    print(f"temporal MC: {len(train_q)} training / {len(test_q)} held-out questions, {args.frames} frames, "
+    backbone, train_part, test_part = load_parts(args.data, pairs=args.pairs, test_pairs=args.test_pairs,
+                                                 frames=args.frames)
+    num_train, num_test = (len(questions(p, "temporal")) for p in (train_part, test_part))
+    print(f"temporal MC: {num_train} training / {num_test} held-out questions, {args.frames} frames, "
           f"{args.steps} steps x {args.batch}, AdamW lr {args.lr}, seeds {args.seeds}")
     print("| row | trainable | train acc | held-out acc | held-out, frames shuffled | seconds |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -136,9 +103,9 @@ def main() -> None:
         for seed in args.seeds:
             torch.manual_seed(seed)
             model = vla.wrap(backbone, parse_row(spec), task="multiple_choice")
-            seconds = train(model, train_q, text, steps=args.steps, batch=args.batch, lr=args.lr, seed=seed)
-            results.append((accuracy(model, train_q, text), accuracy(model, test_q, text),
-                            accuracy(model, test_q, text, test_shuffled), seconds))
+            seconds = train(model, train_part, steps=args.steps, batch=args.batch, lr=args.lr, seed=seed)
+            results.append((accuracy(model, train_part), accuracy(model, test_part),
+                            accuracy(model, test_part, "shuffled"), seconds))
         trainable = sum(p.numel() for a in model.adapters for p in a.parameters() if p.requires_grad)
         mean = [sum(r[i] for r in results) / len(results) for i in range(4)]
         print(f"| {spec} | {trainable:,} | {100 * mean[0]:.1f} | {100 * mean[1]:.1f} | {100 * mean[2]:.1f} | "

@@ -17,16 +17,14 @@ Reported: training / held-out / held-out-shuffled accuracy on the temporal multi
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from temporal_fit import Questions, accuracy, encode_strings, train  # noqa: I001  (benchmarks/ is the script's dir)
+from temporal_fit import accuracy, load_parts, train  # noqa: I001  (benchmarks/ is the script's dir)
 
 import vl_adapters as vla
 from vl_adapters.adapters.tem_adapter.modules import sinusoid_positions
 from vl_adapters.adapters.temporal_transformer.adapter import TemporalTransformer
-from vl_adapters.bench.run import BenchConfig, Split, shuffled
 from vl_adapters.core.adapter import AdapterOutput
 
 # name -> (content, positions, config overrides, lr)
@@ -84,17 +82,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    root = Path(args.data)
-    backbone = vla.load_backbone("tiny:synthetic", device="cpu")
-    cfg = BenchConfig(num_train_pairs=args.pairs, num_test_pairs=args.test_pairs, num_frames=args.frames)
-    cache = root / f"cache-{backbone.fingerprint()}-{args.frames}f"
-    splits = {part: Split(root, part, backbone, cfg, cache, log=lambda *_: None) for part in ("train", "test")}
-    strings = sorted({c for s in splits.values() for r in s.mc for c in r["candidates"]} | {""})
-    text = encode_strings(backbone, strings)
-    text_row = {s: i for i, s in enumerate(strings)}
-    train_q, test_q = (Questions(splits[p], text_row) for p in ("train", "test"))
-    test_shuffled = shuffled(test_q.features, seed=1234)
-    frames = splits["train"].video.frame_emb
+    backbone, train_part, test_part = load_parts(args.data, pairs=args.pairs, test_pairs=args.test_pairs,
+                                                 frames=args.frames)
+    frames = train_part.features.frame_emb
     print(f"tiny:synthetic frame embeddings: norm {frames.norm(dim=-1).mean():.2f}, component std {frames.std():.2f}")
     print("| variant | train acc | held-out acc | held-out, frames shuffled |")
     print("|---|---:|---:|---:|")
@@ -104,9 +94,9 @@ def main() -> None:
         for seed in args.seeds:
             torch.manual_seed(seed)
             model = vla.wrap(backbone, [{"type": "temporal_transformer", **overrides}], task="multiple_choice")
-            train(model, train_q, text, steps=args.steps, batch=args.batch, lr=lr, seed=seed)
-            results.append((accuracy(model, train_q, text), accuracy(model, test_q, text),
-                            accuracy(model, test_q, text, test_shuffled)))
+            train(model, train_part, steps=args.steps, batch=args.batch, lr=lr, seed=seed)
+            results.append((accuracy(model, train_part), accuracy(model, test_part),
+                            accuracy(model, test_part, "shuffled")))
         mean = [100 * sum(r[i] for r in results) / len(results) for i in range(3)]
         print(f"| {name} | {mean[0]:.1f} | {mean[1]:.1f} | {mean[2]:.1f} |", flush=True)
 
