@@ -215,10 +215,8 @@ class TextFeatureStore:
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise TypeError("frozen text features: texts must be a list of strings")
         texts = list(texts)
-        if not texts:
-            from ..core.features import FeatureShapeError
-
-            raise FeatureShapeError("encode_text: expected at least one text, got none")
+        if not texts:  # the backbone's own check names the error, one message for both paths
+            return backbone.encode_text(texts)
         self._bind(backbone)
         keys = self.keys(backbone, texts)
         first = {}
