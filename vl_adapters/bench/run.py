@@ -25,7 +25,7 @@ BACKBONE = "tiny:synthetic"
 
 PRESETS = {
     "default": BenchConfig(),
-    "full": BenchConfig(num_train_pairs=4000, num_val_pairs=100, num_test_pairs=500, steps=1200, rerank_k=20),
+    "full": BenchConfig(num_train_pairs=4000, num_val_pairs=100, num_test_pairs=500, steps=9600, rerank_k=20),
     "tiny": BenchConfig(num_train_pairs=6, num_val_pairs=2, num_test_pairs=3, num_frames=4, steps=3, batch_size=4,
                         rerank_k=2, qb_bank_size=4, curve_window=1, seeds=(0, 1)),
 }
