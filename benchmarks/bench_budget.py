@@ -24,12 +24,11 @@ import time
 from pathlib import Path
 
 import torch
+from temporal_fit import load_parts  # noqa: I001  (benchmarks/ is the script's dir)
 
 import vl_adapters as vla
-from vl_adapters.bench.data import load_part
 from vl_adapters.bench.evaluate import evaluate_mc, test_order
 from vl_adapters.bench.protocol import TASKS, BenchConfig, train_model
-from vl_adapters.bench.run import prepare_data
 
 TOLERANCE = 0.05  # relative drop of the final training loss below which doubling the budget is not worth it
 _STATE: dict = {}
@@ -95,11 +94,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     cfg = BenchConfig()
-    root = Path(args.data)
-    prepare_data(root, cfg, workers=args.workers, log=print)
-    backbone = vla.load_backbone("tiny:synthetic", device="cpu")
-    _STATE.update(backbone=backbone, row=args.row,
-                  train=load_part(root, "train", backbone, num_frames=cfg.num_frames))
+    backbone, train = load_parts(args.data, cfg, ("train",), workers=args.workers)
+    _STATE.update(backbone=backbone, row=args.row, train=train)
     jobs = [(task, steps) for steps in sorted(args.budgets, reverse=True) for task in TASKS]
     results: dict = {task: {} for task in TASKS}
     with mp.get_context("fork").Pool(args.workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:

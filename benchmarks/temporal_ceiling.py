@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from temporal_fit import load_parts  # noqa: I001  (benchmarks/ is the script's dir)
 
-import vl_adapters as vla
-from vl_adapters.bench.data import load_part
 from vl_adapters.bench.evaluate import questions
 from vl_adapters.bench.protocol import BenchConfig
-from vl_adapters.bench.run import prepare_data
 from vl_adapters.data.synthetic import COLOURS as COLOUR_RGB
 from vl_adapters.data.synthetic import DIRECTIONS as DIRECTION_STEP
 from vl_adapters.data.synthetic import SHAPES
@@ -105,9 +102,8 @@ def main() -> None:
     p.add_argument("--probes", nargs="+", default=["oracle", "frames", "patches"])
     args = p.parse_args()
     cfg = BenchConfig()
-    prepare_data(Path(args.data), cfg, workers=2, log=print)
-    backbone = vla.load_backbone("tiny:synthetic", device="cpu")
-    parts = {name: load_part(Path(args.data), name, backbone, num_frames=cfg.num_frames) for name in ("train", "test")}
+    _, train, test = load_parts(args.data, cfg, workers=2)
+    parts = {"train": train, "test": test}
     print(f"| probe | training accuracy | test accuracy | ({args.steps} steps, seed {args.seed}, temporal MC) |")
     print("|---|---:|---:|---|")
     for kind in args.probes:

@@ -35,14 +35,20 @@ from vl_adapters.bench.run import prepare_data
 DEFAULT_ROWS = ["mean", "temporal_transformer", "tem_temporal_aligner"]
 
 
-def load_parts(root: str | Path, *, pairs: int, test_pairs: int, frames: int) -> tuple:
-    """(backbone, train part, test part): the synthetic data written under `root` unless it is already
+def load_parts(root: str | Path, cfg: BenchConfig, names: tuple[str, ...] = ("train", "test"), *,
+               workers: int = 1) -> tuple:
+    """(backbone, *parts named `names`): the synthetic data of `cfg` written under `root` unless it is already
     there with this configuration, decoded and encoded once by the frozen `tiny:synthetic` (bench/data.py)."""
     root = Path(root)
-    cfg = BenchConfig(num_train_pairs=pairs, num_val_pairs=0, num_test_pairs=test_pairs, num_frames=frames)
-    prepare_data(root, cfg, workers=1, log=lambda *_: None)
+    prepare_data(root, cfg, workers=workers, log=lambda *_: None)
     backbone = vla.load_backbone("tiny:synthetic", device="cpu")
-    return (backbone, *(load_part(root, name, backbone, num_frames=frames) for name in ("train", "test")))
+    return (backbone, *(load_part(root, name, backbone, num_frames=cfg.num_frames) for name in names))
+
+
+def fit_config(args) -> BenchConfig:
+    """The data of a temporal_fit run (no validation part)."""
+    return BenchConfig(num_train_pairs=args.pairs, num_val_pairs=0, num_test_pairs=args.test_pairs,
+                       num_frames=args.frames)
 
 
 def accuracy(model, part: Part, view: str = "all") -> float:
@@ -91,8 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    backbone, train_part, test_part = load_parts(args.data, pairs=args.pairs, test_pairs=args.test_pairs,
-                                                 frames=args.frames)
+    backbone, train_part, test_part = load_parts(args.data, fit_config(args))
     num_train, num_test = (len(questions(p, "temporal")) for p in (train_part, test_part))
     print(f"temporal MC: {num_train} training / {num_test} held-out questions, {args.frames} frames, "
           f"{args.steps} steps x {args.batch}, AdamW lr {args.lr}, seeds {args.seeds}")

@@ -20,7 +20,7 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-from temporal_fit import accuracy, load_parts, train  # noqa: I001  (benchmarks/ is the script's dir)
+from temporal_fit import accuracy, fit_config, load_parts, train  # noqa: I001  (benchmarks/ is the script's dir)
 
 import vl_adapters as vla
 from vl_adapters.adapters.tem_adapter.modules import sinusoid_positions
@@ -82,8 +82,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    backbone, train_part, test_part = load_parts(args.data, pairs=args.pairs, test_pairs=args.test_pairs,
-                                                 frames=args.frames)
+    backbone, train_part, test_part = load_parts(args.data, fit_config(args))
     frames = train_part.features.frame_emb
     print(f"tiny:synthetic frame embeddings: norm {frames.norm(dim=-1).mean():.2f}, component std {frames.std():.2f}")
     print("| variant | train acc | held-out acc | held-out, frames shuffled |")
