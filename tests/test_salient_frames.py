@@ -8,6 +8,7 @@ import vl_adapters as vla
 from vl_adapters.core.adapter import AdapterContext
 from vl_adapters.core.config import ConfigError
 from vl_adapters.core.features import FeatureShapeError, TextFeatures, VideoFeatures
+from vl_adapters.core.model import CompositionError
 
 T, DIM = 8, 64  # the tiny backbone's joint width
 
@@ -158,6 +159,12 @@ def test_wrong_use_is_refused_with_the_reason(tiny_backbone):
     for bad in ({"keep": 0}, {"guide": "audio"}, {"temperature": 0.0}, {"loss_weight": -1.0}, {"frames": 3}):
         with pytest.raises(ConfigError):
             vla.wrap(tiny_backbone, [{"type": "salient_frames", **bad}])
+    # the filter feeds the cross adapters listed after it: after every one of them it would feed none
+    with pytest.raises(CompositionError, match=r"listed after \['trajectory_word'\] and before none"):
+        vla.wrap(tiny_backbone, ["trajectory_word", "salient_frames"])
+    between = vla.wrap(tiny_backbone, ["tem_semantic_aligner", "salient_frames", "trajectory_word"])
+    assert [a.name for a in between.cross_adapters] == ["tem_semantic_aligner", "salient_frame_filter",
+                                                        "trajectory_word"]
     scorer = vla.wrap(tiny_backbone, ["salient_frame_scorer"]).adapters[0].train()
     ctx = AdapterContext(guidance=TextFeatures(text_emb=torch.randn(3, DIM)))
     with pytest.raises(FeatureShapeError, match="one caption per video"):

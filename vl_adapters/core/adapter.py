@@ -87,9 +87,11 @@ class Adapter(nn.Module):
     name: ClassVar[str] = ""
     # Composition rules read these (see core/model.py `_ordered`):
     # backbone families a "backbone" adapter can attach to (None: any), and whether the adapter sets the
-    # pooled video embedding (VideoFeatures.video_emb), which two adapters cannot both do.
+    # pooled video embedding (VideoFeatures.video_emb), which two adapters cannot both do, and whether a
+    # "cross" adapter acts only on the cross adapters listed after it (listed after all of them, it is inert).
     families: ClassVar[tuple[str, ...] | None] = None
     sets_video_emb: ClassVar[bool] = False
+    feeds_later_cross: ClassVar[bool] = False
 
     def __init__(self, config: AdapterConfig, dims: BackboneDims) -> None:
         super().__init__()

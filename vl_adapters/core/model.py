@@ -356,8 +356,9 @@ def _ordered(adapters: Sequence[Adapter], family: str | None = None) -> list[Ada
     Within a stage the given order is kept (it is the order they run in). Refused, with the reason:
     the same adapter twice (they would share a name in the saved file and in the loss names), a
     "backbone" adapter that does not support the backbone's family (it would not find the layers it
-    changes), and two adapters that both set the pooled video embedding (the second would silently
-    overwrite the first's).
+    changes), two adapters that both set the pooled video embedding (the second would silently
+    overwrite the first's), and an adapter that feeds the cross adapters after it listed after every
+    one of them (it would feed none).
     """
     adapters = [part for adapter in adapters for part in adapter.parts()]
     names = [a.name for a in adapters]
@@ -382,7 +383,15 @@ def _ordered(adapters: Sequence[Adapter], family: str | None = None) -> list[Ada
             f"adapters {pooled} both set the pooled video embedding (video_emb); the later one would overwrite "
             "the earlier one's, so keep only one of them"
         )
-    return sorted(adapters, key=lambda a: STAGE_ORDER[a.stage])
+    ordered = sorted(adapters, key=lambda a: STAGE_ORDER[a.stage])
+    cross = [a.name for a in ordered if a.stage == "cross"]
+    for i, adapter in enumerate(a for a in ordered if a.stage == "cross"):
+        if adapter.feeds_later_cross and cross[:i] and not cross[i + 1:]:
+            raise CompositionError(
+                f"adapter {adapter.name!r} changes what the cross adapters listed after it see, but it is listed "
+                f"after {cross[:i]} and before none, so it would change nothing: list it before them"
+            )
+    return ordered
 
 
 def wrap(backbone, adapters: Sequence[str | AdapterConfig | dict] = (), task="retrieval") -> VideoLanguageModel:

@@ -51,6 +51,7 @@ class SalientFrameFilter(Adapter):
 
     config_class = SalientFrameFilterConfig
     stage = "cross"
+    feeds_later_cross = True
 
     def forward(self, video, text, ctx) -> AdapterOutput:
         if self.config.guide == "text":
