@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -26,7 +27,8 @@ from vl_adapters.bench.grid import (
     registered_adapters,
     shuffled_control,
 )
-from vl_adapters.bench.run import PRESETS, run_bench
+from vl_adapters.bench.estimate import makespan
+from vl_adapters.bench.run import PRESETS, progress, run_bench
 from vl_adapters.core.features import VideoFeatures
 from vl_adapters.core.pooling import video_embedding
 from vl_adapters.data.synthetic import generate
@@ -160,10 +162,10 @@ def test_one_protocol_for_every_row(tmp_path, tiny_data, monkeypatch):
     calls = []
     real = protocol.train_model
 
-    def recording(model, part, cfg, seed, *, view="all"):
+    def recording(model, part, cfg, seed, *, view="all", on_step=None):
         calls.append({"adapters": tuple(a.name for a in model.adapters), "task": model.task.name, "cfg": cfg,
                       "seed": seed, "view": view, "frames": model.uses_backbone_adapters, "part": part.name})
-        return real(model, part, cfg, seed, view=view)
+        return real(model, part, cfg, seed, view=view, on_step=on_step)
 
     monkeypatch.setattr(protocol, "train_model", recording)
     result = run_bench(tmp_path / "out", TINY, adapters=SUBSET, data_dir=tiny_data, workers=1, log=lambda *_: None)
@@ -264,6 +266,38 @@ def test_backbone_rows_are_bit_reproducible(tmp_path, tiny_data):
     backbone_rows = [name for name, stage in registered_adapters().items() if stage == "backbone"]
     first, second = (o / "results.json" for o in _run_twice(tmp_path, tiny_data, backbone_rows))
     assert first.read_bytes() == second.read_bytes()
+
+
+def test_makespan_hands_each_job_to_the_first_free_worker():
+    assert makespan([3.0, 3.0, 2.0, 2.0, 2.0], workers=2) == 7.0  # 3+2+2 on one, 3+2 on the other
+    assert makespan([3.0, 3.0, 2.0, 2.0, 2.0], workers=1) == 12.0
+    assert makespan([10.0, 1.0, 1.0, 1.0], workers=2) == 10.0
+    assert makespan([], workers=2) == 0.0
+
+
+def test_a_long_job_reports_its_step_and_time_left_at_most_once_per_interval():
+    lines, now = [], [0.0]
+    on_step = progress("row / retrieval / seed 0", 100, lines.append, every=60.0, clock=lambda: now[0])
+    for step in range(1, 101):
+        now[0] = step * 1.5  # 1.5 s per step: 150 s in all
+        on_step(step)
+    assert lines == ["[bench] row / retrieval / seed 0: step 40/100, about 90 s left",
+                     "[bench] row / retrieval / seed 0: step 80/100, about 30 s left"]
+
+
+def test_estimate_times_every_row_and_task_and_runs_no_job(tmp_path, tiny_data, capsys):
+    from vl_adapters.cli import main
+
+    out = tmp_path / "estimate"
+    assert main(["bench", "--tiny", "--estimate", "--adapters", "temporal_transformer", "st_adapter", "--out",
+                 str(out), "--data-dir", str(tiny_data), "--workers", "1"]) == 0
+    printed = capsys.readouterr().out
+    for name in (MEAN, SINGLE_FRAME, "temporal_transformer", "st_adapter"):
+        assert re.search(rf"\[bench\]   {re.escape(name)}: multiple_choice [\d.]+ s, retrieval [\d.]+ s per step", printed)
+    assert ZERO_SHOT + ":" not in printed  # nothing to train
+    jobs = 2 + 4 * len(TINY.seeds) * len(protocol.TASKS)  # zero-shot once; 4 trained rows
+    assert re.search(rf"estimate: about \d+ s for {jobs} jobs on 1 worker, training only", printed)
+    assert not list((out / "jobs").iterdir()) and not (out / "results.json").exists()
 
 
 def test_perf_suite_writes_a_table_and_json(tmp_path):

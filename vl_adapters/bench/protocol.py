@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -67,9 +68,11 @@ def schedule(step: int, steps: int, warmup_fraction: float) -> float:
     return min(1.0, (step + 1) / warmup) * 0.5 * (1.0 + math.cos(math.pi * step / steps))
 
 
-def train_model(model, part: Part, cfg: BenchConfig, seed: int, *, view: str = "all") -> list[float]:
+def train_model(model, part: Part, cfg: BenchConfig, seed: int, *, view: str = "all",
+                on_step: Callable[[int], None] | None = None) -> list[float]:
     """Train `model`'s adapters and task head on `part` with the model's own head, `cfg.steps` AdamW
-    steps. Returns the loss curve (the mean of each window of `cfg.curve_window` steps)."""
+    steps (`on_step(step)` after each, from 1). Returns the loss curve (the mean of each window of
+    `cfg.curve_window` steps)."""
     frames = model.uses_backbone_adapters  # the one input switch (see the module docstring)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # dropout and any sampling inside adapters draw from the global RNG
@@ -91,7 +94,7 @@ def train_model(model, part: Part, cfg: BenchConfig, seed: int, *, view: str = "
     num_frames = part.frames.shape[1]
     curve, window = [], []
     model.train()
-    for _ in range(cfg.steps):
+    for step in range(1, cfg.steps + 1):
         index = sampler.next()
         order = frame_order(len(index), num_frames, view, gen)
         if task == "retrieval":
@@ -111,6 +114,8 @@ def train_model(model, part: Part, cfg: BenchConfig, seed: int, *, view: str = "
         if len(window) == cfg.curve_window:
             curve.append(sum(window) / len(window))
             window = []
+        if on_step is not None:
+            on_step(step)
     if window:
         curve.append(sum(window) / len(window))
     model.eval()
@@ -118,7 +123,7 @@ def train_model(model, part: Part, cfg: BenchConfig, seed: int, *, view: str = "
 
 
 def run_task(backbone, row, task: str, data: dict[str, Part], cfg: BenchConfig, seed: int, *,
-             normalise=None) -> dict:
+             normalise=None, on_step: Callable[[int], None] | None = None) -> dict:
     """One row, one task, one seed: wrap, train (unless the row is zero-shot), evaluate on test, and
     on the validation part (temporal multiple choice) for the choice of the shuffled-training control."""
     import vl_adapters as vla
@@ -128,7 +133,7 @@ def run_task(backbone, row, task: str, data: dict[str, Part], cfg: BenchConfig, 
     torch.manual_seed(seed)  # the adapters' initialisation
     model = vla.wrap(backbone, list(row.adapters), task=task)
     start, cpu = time.perf_counter(), time.process_time()
-    curve = train_model(model, data["train"], cfg, seed, view=row.train_view) if row.train else []
+    curve = train_model(model, data["train"], cfg, seed, view=row.train_view, on_step=on_step) if row.train else []
     train_seconds, train_cpu = time.perf_counter() - start, time.process_time() - cpu
     model.eval()
     metrics = evaluate(model, data["test"], cfg, row.test_view,

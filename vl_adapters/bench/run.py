@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from .estimate import estimate
 from .evaluate import normalisation
 from .grid import GridRow, build_grid, shuffled_control
 from .protocol import TASKS, BenchConfig, run_task
@@ -32,6 +33,7 @@ PRESETS = {
 
 # The state a forked worker reads (set by run_bench before the pool starts; copy-on-write).
 _STATE: dict = {}
+PROGRESS_SECONDS = 600.0  # a job still training says how far it is at most this often
 
 
 def prepare_data(root: Path, cfg: BenchConfig, workers: int, log) -> None:
@@ -69,32 +71,52 @@ def _job_file(row: GridRow, task: str, seed: int) -> Path:
     return state["jobs_dir"] / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
 
 
+def progress(label: str, steps: int, log, *, every: float = PROGRESS_SECONDS, clock=time.perf_counter):
+    """An on_step callback that logs `label`'s step and the time left, at most once per `every` seconds."""
+    from .estimate import duration
+
+    start = clock()
+    last = start
+
+    def on_step(step: int) -> None:
+        nonlocal last
+        now = clock()
+        if now - last >= every and step < steps:
+            last = now
+            log(f"[bench] {label}: step {step}/{steps}, about {duration((now - start) / step * (steps - step))} left")
+
+    return on_step
+
+
 def _job(job: tuple[int, str, int]) -> tuple[tuple[int, str, int], dict]:
     row_index, task, seed = job
     state = _STATE
     row = state["rows"][row_index]
-    result = run_task(state["backbone"], row, task, state["data"], state["cfg"], seed, normalise=state["normalise"])
+    on_step = progress(f"{row.name} / {task} / seed {seed}", state["cfg"].steps, state["log"])
+    result = run_task(state["backbone"], row, task, state["data"], state["cfg"], seed, normalise=state["normalise"],
+                      on_step=on_step)
     path = _job_file(row, task, seed)
     path.with_suffix(".partial").write_text(json.dumps(result))
     path.with_suffix(".partial").replace(path)
     return job, result
 
 
+def _finished(jobs: list[tuple[int, str, int]]) -> dict:
+    """The jobs an earlier run of the same command on the same code finished, read back."""
+    rows = _STATE["rows"]
+    paths = {job: _job_file(rows[job[0]], job[1], job[2]) for job in jobs}
+    return {job: json.loads(path.read_text()) for job, path in paths.items() if path.exists()}
+
+
 def _run_jobs(jobs: list[tuple[int, str, int]], workers: int, log) -> dict:
     """Run jobs in `workers` forked processes (one thread each), or here when workers is 1; a job
     finished by an earlier run of the same command on the same code is read back instead."""
-    done = {}
     rows = _STATE["rows"]
-    todo = []
-    for job in jobs:
-        path = _job_file(rows[job[0]], job[1], job[2])
-        if path.exists():
-            done[job] = json.loads(path.read_text())
-        else:
-            todo.append(job)
-    if len(todo) < len(jobs):
-        log(f"[bench] {len(jobs) - len(todo)} jobs finished by an earlier run of this command: read back")
-    jobs = todo
+    done = _finished(jobs)
+    if done:
+        log(f"[bench] {len(done)} jobs finished by an earlier run of this command: read back")
+    jobs = [job for job in jobs if job not in done]
+    total = len(done) + len(jobs)
 
     def report(job, result):
         row, task, seed = job
@@ -102,7 +124,8 @@ def _run_jobs(jobs: list[tuple[int, str, int]], workers: int, log) -> dict:
         m = result["metrics"]
         shown = (f"temporal t2v R@1 {m['temporal/t2v_R@1']:.1f}" if task == "retrieval"
                  else f"MC temporal {m['mc/temporal']:.1f}")
-        log(f"[bench] {rows[row].name} / {task} / seed {seed}: {shown} ({result['seconds']['total']:.1f}s)")
+        log(f"[bench] {rows[row].name} / {task} / seed {seed}: {shown} ({result['seconds']['total']:.1f}s; "
+            f"{len(done)}/{total} jobs done)")
 
     if workers == 1:
         for job in jobs:
@@ -118,7 +141,7 @@ def _run_jobs(jobs: list[tuple[int, str, int]], workers: int, log) -> dict:
 
 def run_bench(out: str | Path, cfg: BenchConfig, *, adapters: list[str] | None = None,
               data_dir: str | Path | None = None, workers: int = 2, pretrained: str | None = None,
-              log=print) -> dict:
+              estimate_only: bool = False, log=print) -> dict:
     from vl_adapters.backbones import load_backbone
 
     from .data import load_part
@@ -156,11 +179,17 @@ def run_bench(out: str | Path, cfg: BenchConfig, *, adapters: list[str] | None =
     jobs_dir = out / "jobs"
     jobs_dir.mkdir(exist_ok=True)
     _STATE.update(rows=rows, backbone=backbone, data=data, cfg=cfg, normalise=normalise, run_key=run_key,
-                  jobs_dir=jobs_dir)
+                  jobs_dir=jobs_dir, log=log)
     jobs = [(i, task, seed) for i, row in enumerate(rows) for seed in (cfg.seeds if row.train else cfg.seeds[:1])
-            for task in TASKS]
+            for task in TASKS][::-1]  # the heaviest rows are last in the grid: start them first
+    finished = _finished(jobs)
     start = time.perf_counter()
-    done = _run_jobs(jobs[::-1], workers, log)  # the heaviest rows are last in the grid: start them first
+    seconds = estimate(backbone, rows, [job for job in jobs if job not in finished], data["train"], cfg, workers, log)
+    stages["estimate"] = time.perf_counter() - start
+    if estimate_only:
+        return {"estimate_seconds": seconds, "rows": [row.name for row in rows]}
+    start = time.perf_counter()
+    done = _run_jobs(jobs, workers, log)
     control = shuffled_control(rows, _validation_scores(rows, done, cfg)) if "val" in data else None
     if control is not None:
         rows.append(control)
@@ -238,6 +267,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--data-dir", default=None, help="where the synthetic videos live (default OUT/data)")
     p.add_argument("--workers", type=int, default=2,
                    help="worker processes, one thread each (default 2); results do not depend on it")
+    p.add_argument("--estimate", action="store_true",
+                   help="time a few training steps of each row, print how long the run would take, and stop")
     p.set_defaults(func=_run_cli)
 
 
@@ -254,5 +285,6 @@ def _run_cli(args) -> int:
 
         run_perf(args.out, adapters=args.adapters, tiny=args.tiny)
         return 0
-    run_bench(args.out, cfg, adapters=args.adapters, data_dir=args.data_dir, workers=args.workers)
+    run_bench(args.out, cfg, adapters=args.adapters, data_dir=args.data_dir, workers=args.workers,
+              estimate_only=args.estimate)
     return 0
