@@ -15,6 +15,7 @@ import torch
 import vl_adapters as vla
 from vl_adapters.bench import data as bench_data
 from vl_adapters.bench import evaluate, protocol
+from vl_adapters.bench.estimate import makespan
 from vl_adapters.bench.grid import (
     MEAN,
     NAMED_COMBINATION,
@@ -27,7 +28,6 @@ from vl_adapters.bench.grid import (
     registered_adapters,
     shuffled_control,
 )
-from vl_adapters.bench.estimate import makespan
 from vl_adapters.bench.run import PRESETS, progress, run_bench
 from vl_adapters.core.features import VideoFeatures
 from vl_adapters.core.pooling import video_embedding

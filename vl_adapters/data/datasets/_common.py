@@ -29,6 +29,24 @@ class Annotations:
         log.warning("skipping a malformed annotation row: %s", message)
 
 
+class VideoIds:
+    """A split's video ids in order of first appearance: `number(vid)` is the video's index, a new id
+    becoming the next video."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self._number: dict[str, int] = {}
+
+    def __contains__(self, vid: str) -> bool:
+        return vid in self._number
+
+    def number(self, vid: str) -> int:
+        if vid not in self._number:
+            self._number[vid] = len(self.ids)
+            self.ids.append(vid)
+        return self._number[vid]
+
+
 def require(path: Path, what: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{what}: expected the file {path}, which does not exist (see docs/datasets/)")

@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 from ..base import TASKS, AnnotationError, VideoTextDataset
-from ._common import Annotations, answer_vocabulary, load_json, require, video_directory
+from ._common import Annotations, VideoIds, answer_vocabulary, load_json, require, video_directory
 
 REQUIRED = {"retrieval": ("video", "text"), "multiple_choice": ("video", "question", "candidates", "answer"),
             "open_qa": ("video", "question", "answer")}
@@ -102,15 +102,13 @@ class JSONLDataset(VideoTextDataset):
             vocab = self._vocabulary(root, path if split == "train" else root / "train.jsonl", notes,
                                      answer_vocab_size)
             lookup = {a: i for i, a in enumerate(vocab)}
-        video_ids, files, index, samples = [], [], {}, []
+        videos, files, samples = VideoIds(), [], []
         for _, row in rows:
             video = Path(str(row["video"]))
             vid = str(row.get("video_id", video.with_suffix("").as_posix()))
-            if vid not in index:
-                index[vid] = len(video_ids)
-                video_ids.append(vid)
+            if vid not in videos:
                 files.append(video if video.is_absolute() else directory / video)
-            sample = {"video_index": index[vid]}
+            sample = {"video_index": videos.number(vid)}
             if task == "retrieval":
                 sample["text"] = row["text"].strip()
                 if "question_type" in row:  # optional: lets retrieval metrics be split by caption kind
@@ -123,7 +121,7 @@ class JSONLDataset(VideoTextDataset):
                 sample.update(question=str(row["question"]), answer=lookup.get(answer, -1), answer_text=answer,
                               question_type=row.get("question_type"))
             samples.append(sample)
-        self._set_annotations(video_ids=video_ids, video_files=files, samples=samples, answer_vocab=vocab)
+        self._set_annotations(video_ids=videos.ids, video_files=files, samples=samples, answer_vocab=vocab)
 
     @staticmethod
     def _vocabulary(root: Path, train_file: Path, notes: Annotations, size: int | None) -> list[str]:

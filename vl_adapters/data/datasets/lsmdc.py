@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..base import VideoTextDataset
-from ._common import Annotations, require, resolve_videos, video_directory
+from ._common import Annotations, VideoIds, require, resolve_videos, video_directory
 
 SPLIT_FILES = {"train": "LSMDC16_annos_training.csv", "val": "LSMDC16_annos_val.csv",
                "test": "LSMDC16_challenge_1000_publictect.csv", "public_test": "LSMDC16_annos_test.csv"}
@@ -43,8 +43,7 @@ class LSMDC(VideoTextDataset):
         notes = Annotations(strict_annotations)
         self.annotation_errors = notes.errors
         path = require(root / (file or SPLIT_FILES[split]), "lsmdc annotations")
-        video_ids: list[str] = []
-        index: dict[str, int] = {}
+        videos = VideoIds()
         samples: list[dict] = []
         for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
@@ -58,11 +57,9 @@ class LSMDC(VideoTextDataset):
             if not clip or not sentence:
                 notes.bad(path, line_no, "empty clip id or sentence")
                 continue
-            if clip not in index:
-                index[clip] = len(video_ids)
-                video_ids.append(clip)
-            samples.append({"video_index": index[clip], "text": sentence})
+            samples.append({"video_index": videos.number(clip), "text": sentence})
         directory = video_directory(root, video_dir, ("avi", "videos"))
+        video_ids = videos.ids
         aliases = {clip: [f"{movie_of(clip)}/{clip}"] for clip in video_ids}
         self._set_annotations(video_ids=video_ids, video_files=resolve_videos(directory, video_ids, aliases),
                               samples=samples)

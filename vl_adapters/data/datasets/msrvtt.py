@@ -17,7 +17,7 @@ import csv
 from pathlib import Path
 
 from ..base import VideoTextDataset
-from ._common import Annotations, load_json, require, resolve_videos, video_directory
+from ._common import Annotations, VideoIds, load_json, require, resolve_videos, video_directory
 
 SPLIT_FILES = {"train": "MSRVTT_train.9k.csv", "train_9k": "MSRVTT_train.9k.csv",
                "train_7k": "MSRVTT_train.7k.csv", "test": "MSRVTT_JSFUSION_test.csv",
@@ -67,28 +67,22 @@ class MSRVTT(VideoTextDataset):
         notes = Annotations(strict_annotations)
         self.annotation_errors = notes.errors
         split_file = root / SPLIT_FILES[split]
-        video_ids: list[str] = []
+        videos = VideoIds()
         samples: list[dict] = []
-        index: dict[str, int] = {}
         if SPLIT_FILES[split] == "MSRVTT_JSFUSION_test.csv":
             for line, row in read_csv_rows(split_file, ("video_id", "sentence"), notes):
                 vid, sentence = row["video_id"].strip(), row["sentence"].strip()
                 if not vid or not sentence:
                     notes.bad(split_file, line, "empty video_id or sentence")
                     continue
-                if vid not in index:
-                    index[vid] = len(video_ids)
-                    video_ids.append(vid)
-                samples.append({"video_index": index[vid], "text": sentence})
+                samples.append({"video_index": videos.number(vid), "text": sentence})
         else:
             for line, row in read_csv_rows(split_file, ("video_id",), notes):
                 vid = row["video_id"].strip()
                 if not vid:
                     notes.bad(split_file, line, "empty video_id")
                     continue
-                if vid not in index:
-                    index[vid] = len(video_ids)
-                    video_ids.append(vid)
+                videos.number(vid)
             data_file = root / "MSRVTT_data.json"
             data = load_json(data_file, "msrvtt captions")
             if not isinstance(data, dict) or not isinstance(data.get("sentences"), list):
@@ -98,9 +92,10 @@ class MSRVTT(VideoTextDataset):
                     notes.bad(data_file, None, f"sentences[{k}] must have video_id and caption, got {entry!r}")
                     continue
                 vid = str(entry["video_id"])
-                if vid in index:
-                    samples.append({"video_index": index[vid], "text": str(entry["caption"]).strip()})
+                if vid in videos:
+                    samples.append({"video_index": videos.number(vid), "text": str(entry["caption"]).strip()})
             samples.sort(key=lambda s: s["video_index"])  # stable: keeps caption order within a video
         directory = video_directory(root, video_dir, ("videos", "MSRVTT_Videos", "videos/all", "TrainValVideo"))
+        video_ids = videos.ids
         self._set_annotations(video_ids=video_ids, video_files=resolve_videos(directory, video_ids),
                               samples=samples)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..base import VideoTextDataset
-from ._common import Annotations, resolve_videos, video_directory
+from ._common import Annotations, VideoIds, resolve_videos, video_directory
 from .msrvtt import read_csv_rows
 
 OPTIONS = ("a1", "a2", "a3", "a4", "a5")
@@ -32,7 +32,7 @@ class MSRVTTMC(VideoTextDataset):
         notes = Annotations(strict_annotations)
         self.annotation_errors = notes.errors
         path = root / file
-        video_ids, samples, index = [], [], {}
+        videos, samples = VideoIds(), []
         for line, row in read_csv_rows(path, ("video_id", *OPTIONS, "answer"), notes):
             try:
                 answer = int(row["answer"])
@@ -44,11 +44,9 @@ class MSRVTTMC(VideoTextDataset):
                 notes.bad(path, line, f"answer {answer} is outside 0..{len(candidates) - 1}")
                 continue
             vid = row["video_id"].strip()
-            if vid not in index:
-                index[vid] = len(video_ids)
-                video_ids.append(vid)
-            samples.append({"video_index": index[vid], "question": "", "candidates": candidates,
+            samples.append({"video_index": videos.number(vid), "question": "", "candidates": candidates,
                             "answer": answer, "question_type": None})
         directory = video_directory(root, video_dir, ("videos", "MSRVTT_Videos", "videos/all"))
+        video_ids = videos.ids
         self._set_annotations(video_ids=video_ids, video_files=resolve_videos(directory, video_ids),
                               samples=samples)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..base import AnnotationError, VideoTextDataset
-from ._common import Annotations, load_json, resolve_videos, video_directory
+from ._common import Annotations, VideoIds, load_json, resolve_videos, video_directory
 from .msrvtt import read_csv_rows
 
 SPLITS = ("train", "val", "test")
@@ -44,8 +44,7 @@ class NExTQA(VideoTextDataset):
         notes = Annotations(strict_annotations)
         self.annotation_errors = notes.errors
         path = _annotation_folder(root, f"{split}.csv") / f"{split}.csv"
-        video_ids: list[str] = []
-        index: dict[str, int] = {}
+        videos = VideoIds()
         samples: list[dict] = []
         for line, row in read_csv_rows(path, COLUMNS, notes):
             vid, question, kind = row["video"].strip(), row["question"].strip(), row["type"].strip()
@@ -64,10 +63,7 @@ class NExTQA(VideoTextDataset):
             if not 0 <= answer < len(OPTIONS):
                 notes.bad(path, line, f"answer {answer} is outside 0..{len(OPTIONS) - 1}")
                 continue
-            if vid not in index:
-                index[vid] = len(video_ids)
-                video_ids.append(vid)
-            samples.append({"video_index": index[vid], "question": question, "candidates": options,
+            samples.append({"video_index": videos.number(vid), "question": question, "candidates": options,
                             "answer": answer, "question_type": kind, "qid": f"{vid}_{row['qid'].strip()}"})
         map_path = _annotation_folder(root, MAP_FILE) / MAP_FILE
         locations = load_json(map_path, "nextqa video map") if map_path.is_file() else {}
@@ -76,6 +72,7 @@ class NExTQA(VideoTextDataset):
                                   f"got {type(locations).__name__}")
         directory = video_directory(root, video_dir, ("NExTVideo", "videos"))
         # The map's "<folder>/<video>" is where the release puts each video; the name alone is the fallback.
+        video_ids = videos.ids
         relative = [str(locations.get(vid, vid)) for vid in video_ids]
         aliases = {rel: [vid] for rel, vid in zip(relative, video_ids, strict=True) if rel != vid}
         self._set_annotations(video_ids=video_ids, video_files=resolve_videos(directory, relative, aliases),

@@ -16,7 +16,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..base import VideoTextDataset
-from ._common import Annotations, answer_vocabulary, load_json, question_type_of, resolve_videos, video_directory
+from ._common import (
+    Annotations,
+    VideoIds,
+    answer_vocabulary,
+    load_json,
+    question_type_of,
+    resolve_videos,
+    video_directory,
+)
 from .msvd import read_mapping
 
 
@@ -59,14 +67,12 @@ class _OpenQA(VideoTextDataset):
         rows = train_rows if split == "train" else read_qa(root / f"{split}_qa.json", notes, name)
         vocab = answer_vocabulary([a for _, _, a in train_rows], answer_vocab_size)
         lookup = {a: i for i, a in enumerate(vocab)}
-        video_ids, index, samples = [], {}, []
+        videos, samples = VideoIds(), []
         for vid, question, answer in rows:
-            if vid not in index:
-                index[vid] = len(video_ids)
-                video_ids.append(vid)
-            samples.append({"video_index": index[vid], "question": question, "answer": lookup.get(answer, -1),
+            samples.append({"video_index": videos.number(vid), "question": question, "answer": lookup.get(answer, -1),
                             "answer_text": answer, "question_type": question_type_of(question)})
         directory = video_directory(root, video_dir, ("videos", "video", "YouTubeClips"))
+        video_ids = videos.ids
         files = resolve_videos(directory, video_ids, self._aliases(root, video_ids, notes))
         self._set_annotations(video_ids=video_ids, video_files=files, samples=samples, answer_vocab=vocab)
 

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from ..base import AnnotationError, VideoTextDataset
-from ._common import Annotations, require, resolve_videos, video_directory
+from ._common import Annotations, VideoIds, require, resolve_videos, video_directory
 
 COLUMNS = ("vid_filename", "q_body", "q_type", "option0", "option1", "option2", "option3", "answer")
 SPLIT_FILES = {"train": "R2_train.jsonl", "test": "R2_test.jsonl", "val": "R2_test.jsonl", "all": "R2_all.jsonl"}
@@ -46,7 +46,7 @@ class SUTDTrafficQA(VideoTextDataset):
         if not isinstance(header, list) or any(c not in header for c in COLUMNS):
             raise AnnotationError(f"{path}:1: expected a header row naming {list(COLUMNS)}, got {lines[:1]}")
         col = {name: header.index(name) for name in COLUMNS}
-        video_ids, index, samples = [], {}, []
+        videos, samples = VideoIds(), []
         for line_no, text in enumerate(lines[1:], 2):
             if not text.strip():
                 continue
@@ -72,12 +72,10 @@ class SUTDTrafficQA(VideoTextDataset):
                 notes.bad(path, line_no, f"fewer than two non-empty options: {options}")
                 continue
             vid = str(row[col["vid_filename"]])
-            if vid not in index:
-                index[vid] = len(video_ids)
-                video_ids.append(vid)
-            samples.append({"video_index": index[vid], "question": str(row[col["q_body"]]).strip(),
+            samples.append({"video_index": videos.number(vid), "question": str(row[col["q_body"]]).strip(),
                             "candidates": [options[k] for k in kept], "answer": kept.index(answer),
                             "question_type": str(row[col["q_type"]])})
         directory = video_directory(root, video_dir, ("raw_videos", "compressed_videos", "videos"))
+        video_ids = videos.ids
         self._set_annotations(video_ids=video_ids, video_files=resolve_videos(directory, video_ids),
                               samples=samples)
