@@ -161,3 +161,32 @@ def test_multiple_choice_texts_follow_the_adapters_formatting(tiny_backbone, tmp
     templated(batch)
     expected = [t for t in formatted if t]
     assert sorted(tower.texts) == sorted(t for t in expected if t not in plain)
+
+
+@pytest.mark.parametrize("spec, keeps_cache", [
+    ("st_adapter", True), ("token_masking", True), ({"type": "lora", "towers": "vision"}, True),
+    ({"type": "lora", "towers": "both"}, False), ({"type": "lora", "towers": "text"}, False)])
+def test_backbone_adapters_off_the_text_tower_keep_its_cached_features(tiny_backbone, monkeypatch, spec, keeps_cache):
+    from vl_adapters.core.model import CacheRefusedError
+
+    model = vla.wrap(tiny_backbone, [spec])
+    with torch.no_grad():  # away from the identity at initialisation, so an adapted tower would show
+        for param in model.trainable_parameters():
+            param.add_(0.1)
+    tower = TowerCounter(model.backbone, monkeypatch)
+    first = model.encode_text(TEXTS)
+    again = model.encode_text(TEXTS)
+    plain = vla.wrap(tiny_backbone, []).frozen_text(TEXTS)
+    with torch.no_grad():
+        adapted = model.backbone.encode_text(TEXTS).text_emb
+    if keeps_cache:
+        assert tower.texts[:3] == ["a red circle moves left", "the blue square turns", "green"]
+        assert len(tower.texts) == 3 + len(TEXTS)  # the three distinct texts once, then the direct call above
+        assert torch.equal(first.text_emb, again.text_emb) and torch.equal(first.text_emb, plain.text_emb)
+        torch.testing.assert_close(first.text_emb, adapted, atol=1e-5, rtol=1e-5)  # the tower is unchanged
+        assert torch.equal(model.encode_text(plain).text_emb, plain.text_emb)  # cached features are accepted
+    else:
+        assert len(tower.texts) == 2 * len(TEXTS) + len(TEXTS)  # every call through the adapted tower
+        assert not torch.allclose(first.text_emb, plain.text_emb, atol=1e-3)
+        with pytest.raises(CacheRefusedError, match=r"\['lora'\] change the text tower"):
+            model.encode_text(plain)

@@ -138,6 +138,12 @@ class Adapter(nn.Module):
         """Multiple choice: the text to encode for each answer, or None for the task's default."""
         return None
 
+    @property
+    def changes_text_tower(self) -> bool:
+        """Whether the text tower's output differs once this adapter is attached. A backbone adapter is assumed
+        to change it unless it says otherwise; while none does, texts keep the frozen tower's cached features."""
+        return self.stage == "backbone"
+
     # "backbone" adapters change the backbone's forward; they implement attach/detach (and merge if they can).
     def attach(self, backbone) -> None:
         """Change `backbone` in place (inject layers, register hooks) so its forward runs this adapter.

@@ -86,6 +86,11 @@ class VideoLanguageModel(nn.Module):
     def uses_backbone_adapters(self) -> bool:
         return bool(self.backbone_adapters)
 
+    @property
+    def text_tower_adapted(self) -> bool:
+        """A backbone adapter changes the text tower (LoRA on it): texts are encoded afresh, not cached."""
+        return any(a.changes_text_tower for a in self.backbone_adapters)
+
     def _context(self, **kwargs) -> AdapterContext:
         return AdapterContext(task=self.task.name, encode_text=self.frozen_text, **kwargs)
 
@@ -95,9 +100,10 @@ class VideoLanguageModel(nn.Module):
         the text tower is frozen, so a token sequence's features never change. `text_store` keys them by
         token ids under the backbone's weight fingerprint, keeps token states trimmed to each text's real
         length (fp16), bounds its memory by bytes (spilling to disk) and reads the split's texts written
-        by `extract` (store.open). Token axes are padded to the longest text of the batch. Backbone
-        adapters (LoRA on the text tower) change the tower, so they bypass the store."""
-        if self.uses_backbone_adapters:
+        by `extract` (store.open). Token axes are padded to the longest text of the batch. A backbone
+        adapter on the text tower (LoRA) changes the tower, so it bypasses the store; vision-only ones
+        (ST-Adapter, token masking) leave the text tower frozen and keep it."""
+        if self.text_tower_adapted:
             return self.backbone.encode_text(list(texts)).float()
         return self.text_store.features(self.backbone, texts)
 
@@ -123,11 +129,13 @@ class VideoLanguageModel(nn.Module):
 
     def _backbone_text(self, text) -> TextFeatures:
         if isinstance(text, TextFeatures):
-            if self.uses_backbone_adapters:
-                raise CacheRefusedError("cached text features cannot be used while a backbone adapter is active")
+            if self.text_tower_adapted:
+                names = [a.name for a in self.backbone_adapters if a.changes_text_tower]
+                raise CacheRefusedError(f"cached text features cannot be used while backbone adapter(s) {names} "
+                                        "change the text tower; pass the strings instead")
             check_against(text, self.backbone.dims)
             return text.to(self.backbone.device).float()
-        if isinstance(text, Tensor) or self.uses_backbone_adapters:
+        if isinstance(text, Tensor) or self.text_tower_adapted:
             return self.backbone.encode_text(text)
         return self.frozen_text(text)  # strings: each distinct text through the frozen tower once per run
 

@@ -46,6 +46,10 @@ class Lora(Adapter):
     stage = "backbone"
     families = ("open_clip", "hf")
 
+    @property
+    def changes_text_tower(self) -> bool:
+        return self.config.towers != "vision"
+
     def __init__(self, config: LoraConfig, dims) -> None:
         super().__init__(config, dims)  # LoraConfig has validated rank, towers and targets
         self.lora = nn.ModuleDict()

@@ -28,6 +28,7 @@ class STAdapter(Adapter):
     config_class = STAdapterConfig
     stage = "backbone"
     families = ("open_clip", "hf")
+    changes_text_tower = False  # its hooks sit on the vision tower's blocks alone
 
     def __init__(self, config: STAdapterConfig, dims) -> None:
         super().__init__(config, dims)

@@ -27,6 +27,7 @@ class TokenMasking(Adapter):
     config_class = TokenMaskingConfig
     stage = "backbone"
     families = ("open_clip", "hf")
+    changes_text_tower = False  # it masks the vision tower's patch tokens alone
 
     def __init__(self, config: TokenMaskingConfig, dims) -> None:
         super().__init__(config, dims)
