@@ -7,7 +7,8 @@ Each part (train / val / test) holds
 - `features`: the frozen backbone's VideoFeatures of exactly those frames (fp32), what every other row is
   fed (the feature cache, in memory);
 - `captions` and the multiple-choice candidates as TextFeatures from the frozen text tower, each distinct
-  string encoded once (rows with a backbone adapter get the strings instead: LoRA changes the text tower).
+  string encoded once (rows with a backbone adapter get the strings instead, which the model encodes
+  once through its text store unless the adapter changes the text tower, as LoRA does).
 
 `retrieval_batch` / `mc_batch` build a batch for either task head from indices, in either input form,
 with the frames of each video that the row's view picks (all in order, the middle one, or shuffled).
