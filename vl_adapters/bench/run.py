@@ -9,6 +9,7 @@ thread scheduling: the same command gives the same results.json, bit for bit.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -285,6 +286,8 @@ def _run_cli(args) -> int:
 
         run_perf(args.out, adapters=args.adapters, tiny=args.tiny)
         return 0
+    # flushed at once: a run's output is often a pipe or a file, and a worker's lines would otherwise wait
+    # in its buffer for hours
     run_bench(args.out, cfg, adapters=args.adapters, data_dir=args.data_dir, workers=args.workers,
-              estimate_only=args.estimate)
+              estimate_only=args.estimate, log=functools.partial(print, flush=True))
     return 0
