@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .estimate import estimate
+from .estimate import duration, estimate
 from .evaluate import normalisation
 from .grid import GridRow, build_grid, shuffled_control
 from .protocol import TASKS, BenchConfig, run_task
@@ -74,8 +74,6 @@ def _job_file(row: GridRow, task: str, seed: int) -> Path:
 
 def progress(label: str, steps: int, log, *, every: float = PROGRESS_SECONDS, clock=time.perf_counter):
     """An on_step callback that logs `label`'s step and the time left, at most once per `every` seconds."""
-    from .estimate import duration
-
     start = clock()
     last = start
 
