@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import time
+from collections import Counter
 
 from .protocol import BenchConfig, train_model
 
@@ -56,10 +57,12 @@ def estimate(backbone, rows, jobs: list[tuple[int, str, int]], part, cfg: BenchC
     per_step = {key: seconds_per_step(backbone, rows[key[0]], key[1], part, cfg) for key in wanted}
     costs = [per_step[(i, task)] * cfg.steps if rows[i].train else 0.0 for i, task, _ in jobs]
     total = makespan(costs, workers)
-    for i in sorted({i for i, _ in wanted}, key=lambda i: -sum(c for (j, _), c in per_step.items() if j == i)):
+    row_seconds = Counter()
+    for (i, _, _), cost in zip(jobs, costs, strict=True):
+        row_seconds[i] += cost
+    for i in sorted({i for i, _ in wanted}, key=lambda i: -row_seconds[i]):
         steps = ", ".join(f"{task} {per_step[(i, task)]:.3f} s" for j, task in wanted if j == i)
-        row_jobs = sum(per_step[(i, task)] * cfg.steps for j, task, _ in jobs if j == i)
-        log(f"[bench]   {rows[i].name}: {steps} per step; {duration(row_jobs)} of training for its jobs")
+        log(f"[bench]   {rows[i].name}: {steps} per step; {duration(row_seconds[i])} of training for its jobs")
     log(f"[bench] estimate: about {duration(total)} for {len(jobs)} jobs on {workers} worker{'s' * (workers > 1)}, training only, "
         "plus the shuffled-training control (about as long again as the row it copies). "
         "--adapters runs a subset; a stopped run resumes from its finished jobs.")

@@ -107,11 +107,12 @@ def _finished(jobs: list[tuple[int, str, int]]) -> dict:
     return {job: json.loads(path.read_text()) for job, path in paths.items() if path.exists()}
 
 
-def _run_jobs(jobs: list[tuple[int, str, int]], workers: int, log) -> dict:
+def _run_jobs(jobs: list[tuple[int, str, int]], workers: int, log, done: dict | None = None) -> dict:
     """Run jobs in `workers` forked processes (one thread each), or here when workers is 1; a job
-    finished by an earlier run of the same command on the same code is read back instead."""
+    finished by an earlier run of the same command on the same code is read back instead (`done`: those
+    already read, when the caller has)."""
     rows = _STATE["rows"]
-    done = _finished(jobs)
+    done = _finished(jobs) if done is None else dict(done)
     if done:
         log(f"[bench] {len(done)} jobs finished by an earlier run of this command: read back")
     jobs = [job for job in jobs if job not in done]
@@ -188,7 +189,7 @@ def run_bench(out: str | Path, cfg: BenchConfig, *, adapters: list[str] | None =
     if estimate_only:
         return {"estimate_seconds": seconds, "rows": [row.name for row in rows]}
     start = time.perf_counter()
-    done = _run_jobs(jobs, workers, log)
+    done = _run_jobs(jobs, workers, log, finished)
     control = shuffled_control(rows, _validation_scores(rows, done, cfg)) if "val" in data else None
     if control is not None:
         rows.append(control)

@@ -392,12 +392,12 @@ def _ordered(adapters: Sequence[Adapter], family: str | None = None) -> list[Ada
             "the earlier one's, so keep only one of them"
         )
     ordered = sorted(adapters, key=lambda a: STAGE_ORDER[a.stage])
-    cross = [a.name for a in ordered if a.stage == "cross"]
-    for i, adapter in enumerate(a for a in ordered if a.stage == "cross"):
+    cross = [a for a in ordered if a.stage == "cross"]
+    for i, adapter in enumerate(cross):
         if adapter.feeds_later_cross and cross[:i] and not cross[i + 1:]:
             raise CompositionError(
                 f"adapter {adapter.name!r} changes what the cross adapters listed after it see, but it is listed "
-                f"after {cross[:i]} and before none, so it would change nothing: list it before them"
+                f"after {[a.name for a in cross[:i]]} and before none, so it would change nothing: list it before them"
             )
     return ordered
 
