@@ -82,9 +82,15 @@ def load_open_clip(name: str, *, pretrained: str | None = None, **kwargs) -> Ope
 
     if pretrained is not None and not Path(pretrained).exists() and ("/" in pretrained or pretrained.endswith(".safetensors")):
         raise FileNotFoundError(f"open_clip:{name}: pretrained checkpoint {pretrained!r} does not exist")
+    spec = f"open_clip:{name}"
+    if name.endswith(".json"):  # a model config file of one's own: registered under its file name
+        if not Path(name).is_file():
+            raise FileNotFoundError(f"{spec}: no such open_clip model config file")
+        open_clip.add_model_config(name)
+        name = Path(name).stem
     model = open_clip.create_model(name, pretrained=pretrained, device="cpu")
     tokenizer = open_clip.get_tokenizer(name)
-    backbone = OpenClipBackbone(spec=f"open_clip:{name}", model=model, tokenizer=tokenizer, **kwargs)
+    backbone = OpenClipBackbone(spec=spec, model=model, tokenizer=tokenizer, **kwargs)
     backbone.pretrained, backbone.random_weights = _source(pretrained), not pretrained
     return backbone
 

@@ -1,32 +1,45 @@
-"""How long a grid will take, said before it starts: a few timed training steps of each row and task.
+"""How long a grid will take, said before it starts: a few timed training steps of each row and task,
+through the same trainer the jobs use, on this machine.
 
-A row's cost per step spans three orders of magnitude on a CPU (docs/benchmark.md), so the estimate is
-measured here, on this machine, with the protocol's own training function. It counts training only (the
-evaluation of a job is short beside its training) and not the shuffled-training control, whose row is
-chosen after the grid has run; the control costs about as much again as the row it copies.
+A row's cost per step spans orders of magnitude (docs/benchmark.md), so it is measured, not guessed. A
+job's estimate is its optimiser steps times the measured step, plus its evaluation, counted as
+EVAL_STEP_FRACTION of a training step per batch of evaluated samples (a forward pass without the
+backward; evaluation runs over the validation split each epoch and over the test split twice, in order
+and shuffled). The shuffled-training control comes on top: about as long again as the row it copies.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
+import tempfile
 import time
-from collections import Counter
 
-from .protocol import BenchConfig, train_model
+import torch
 
 PROBE_STEPS = 3  # timed steps per row and task, after one untimed step (first-call allocations)
+EVAL_STEP_FRACTION = 0.4  # an evaluation batch against a training step (forward only)
 
 
-def seconds_per_step(backbone, row, task: str, part, cfg: BenchConfig, *, steps: int = PROBE_STEPS) -> float:
-    """Seconds per training step of `row` on `task` (this process, its current threads)."""
-    import vl_adapters as vla
+def seconds_per_step(config: dict, backbone, *, steps: int = PROBE_STEPS) -> float:
+    """Seconds per optimiser step of the job whose training config is `config` (a mapping)."""
+    from vl_adapters.train.config import TrainConfig
+    from vl_adapters.train.trainer import Trainer
 
-    model = vla.wrap(backbone, list(row.adapters), task=task)
     marks: list[float] = []
-    train_model(model, part, dataclasses.replace(cfg, steps=steps + 1), 0, view=row.train_view,
-                on_step=lambda _: marks.append(time.perf_counter()))
-    return (marks[-1] - marks[0]) / steps
+    with tempfile.TemporaryDirectory(prefix="vla-estimate-") as run_dir:
+        probe = TrainConfig.from_dict({**config, "run_dir": run_dir, "max_steps": steps + 1,
+                                       "eval": {**config["eval"], "every_epoch": False}})
+        Trainer(probe, backbone=backbone, on_step=lambda *_: marks.append(time.perf_counter())).fit()
+    return (marks[-1] - marks[0]) / max(len(marks) - 1, 1)
+
+
+def job_steps(config: dict, train_samples: int, eval_samples: int) -> tuple[int, float]:
+    """(optimiser steps, evaluation batches counted in training-step units) of a job."""
+    data, epochs = config["data"], config["epochs"]
+    per_epoch = -(-train_samples // data["batch_size"])
+    steps = min(per_epoch * epochs, config["max_steps"] or per_epoch * epochs)
+    eval_batches = -(-eval_samples // data["batch_size"])
+    return steps, EVAL_STEP_FRACTION * eval_batches
 
 
 def makespan(costs: list[float], workers: int) -> float:
@@ -46,24 +59,13 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def estimate(backbone, rows, jobs: list[tuple[int, str, int]], part, cfg: BenchConfig, workers: int,
-             log=print) -> float:
-    """Log each row's measured cost and the grid's estimated wall time for `jobs` (row index, task, seed)
-    in their run order; returns that wall time in seconds."""
-    wanted = sorted({(i, task) for i, task, _ in jobs if rows[i].train})
-    if not wanted:
-        return 0.0
-    log(f"[bench] timing {PROBE_STEPS} training steps of each row and task to estimate the run ...")
-    per_step = {key: seconds_per_step(backbone, rows[key[0]], key[1], part, cfg) for key in wanted}
-    costs = [per_step[(i, task)] * cfg.steps if rows[i].train else 0.0 for i, task, _ in jobs]
-    total = makespan(costs, workers)
-    row_seconds = Counter()
-    for (i, _, _), cost in zip(jobs, costs, strict=True):
-        row_seconds[i] += cost
-    for i in sorted({i for i, _ in wanted}, key=lambda i: -row_seconds[i]):
-        steps = ", ".join(f"{task} {per_step[(i, task)]:.3f} s" for j, task in wanted if j == i)
-        log(f"[bench]   {rows[i].name}: {steps} per step; {duration(row_seconds[i])} of training for its jobs")
-    log(f"[bench] estimate: about {duration(total)} for {len(jobs)} jobs on {workers} worker{'s' * (workers > 1)}, training only, "
-        "plus the shuffled-training control (about as long again as the row it copies). "
-        "--adapters runs a subset; a stopped run resumes from its finished jobs.")
-    return total
+def measure(probes: dict, backbone, log=print) -> dict:
+    """probe key -> seconds per step, for each (row, task) -> training config to time; timed at one
+    thread, as the workers run."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        log(f"[bench] timing {PROBE_STEPS} training steps of each row and task to estimate the run ...")
+        return {key: seconds_per_step(config, backbone) for key, config in probes.items()}
+    finally:
+        torch.set_num_threads(threads)

@@ -15,10 +15,11 @@ from dataclasses import dataclass, replace
 
 # The three methods whose combination is the toolkit's headline configuration.
 NAMED_COMBINATION = ("tem_adapter", "finsta", "trajectory_word")
+# The default rows: CLIP4Clip's seqTransf as the reference temporal baseline, then the named methods.
+NAMED_ROWS = ("temporal_transformer", "tem_adapter", "finsta", "trajectory_word", "multi_level_alignment")
 # Parts that act only through a partner, run in the grid as their composite: alone, each would be mean
 # pooling under another name (the scorer picks frames for cross adapters; the filter hands them over).
 PARTS_ONLY = {"salient_frame_scorer": "salient_frames", "salient_frame_filter": "salient_frames"}
-FIRST = "temporal_transformer"  # CLIP4Clip's seqTransf: the reference temporal baseline, listed first
 ZERO_SHOT, MEAN, SINGLE_FRAME = "mean (zero-shot)", "mean + temperature", "single frame (middle) + temperature"
 SHUFFLED_SUFFIX = " (shuffled training)"
 
@@ -41,32 +42,40 @@ def registered_adapters() -> dict[str, str]:
     return {name: ADAPTERS.get(name).stage for name in ADAPTERS.names()}
 
 
-def build_grid(adapters: list[str] | None = None) -> tuple[list[GridRow], list[str]]:
-    """(rows, notes). Default: zero-shot mean pooling, trained mean pooling (temperature only), the
-    single-frame control, temporal_transformer, every other registered adapter alone (backbone-stage
-    ones included: they are fed frames), and the named combination. `adapters` (names, `a+b` for a
-    combination) replaces the adapter rows; the baselines and controls always run."""
+def build_grid(adapters: list[str] | None = None, *, all_adapters: bool = False, controls: bool = True
+               ) -> tuple[list[GridRow], list[str]]:
+    """(rows, notes). Always: zero-shot mean pooling, trained mean pooling (temperature only) and, with
+    `controls`, the single-frame control. Then the adapter rows: `adapters` (names, `a+b` for a
+    combination), by default the reference and the named methods (NAMED_ROWS) and their combination;
+    `all_adapters` adds every other registered adapter alone (backbone-stage ones included: they are fed
+    frames; parts that act only through a partner run as their composite)."""
     registry = registered_adapters()
     notes: list[str] = []
-    if adapters is not None:
-        unknown = sorted({a for name in adapters for a in name.split("+") if a not in registry})
-        if unknown:
-            raise ValueError(f"--adapters: {unknown} not registered; registered: {sorted(registry)}")
-    rows = [GridRow(ZERO_SHOT, (), False, control=True), GridRow(MEAN, (), True, control=True),
-            GridRow(SINGLE_FRAME, (), True, train_view="middle", test_view="middle", control=True)]
-    if adapters is None:
-        wanted = [FIRST] * (FIRST in registry) + sorted(n for n in registry if n != FIRST and n not in PARTS_ONLY)
+    wanted = list(dict.fromkeys(adapters)) if adapters else default_rows(registry, notes)
+    unknown = sorted({a for name in wanted for a in name.split("+") if a not in registry})
+    if unknown:
+        raise ValueError(f"--adapters: {unknown} not registered; registered: {sorted(registry)}")
+    if all_adapters:
+        wanted += [n for n in sorted(registry) if n not in wanted and n not in PARTS_ONLY]
         notes += [f"{part}: run as part of {whole} (alone it changes nothing a bench row could measure)"
                   for part, whole in PARTS_ONLY.items() if part in registry]
-        if all(n in registry for n in NAMED_COMBINATION):
-            wanted.append("+".join(NAMED_COMBINATION))
-        else:
-            missing = [n for n in NAMED_COMBINATION if n not in registry]
-            notes.append(f"combination {'+'.join(NAMED_COMBINATION)}: left out, {missing} not registered")
-    else:
-        wanted = list(dict.fromkeys(adapters))
+        wanted = list(dict.fromkeys(wanted))
+    rows = [GridRow(ZERO_SHOT, (), False, control=True), GridRow(MEAN, (), True, control=True)]
+    if controls:
+        rows.append(GridRow(SINGLE_FRAME, (), True, train_view="middle", test_view="middle", control=True))
     rows += [GridRow(name, tuple(name.split("+")), True) for name in wanted]
     return rows, notes
+
+
+def default_rows(registry: dict[str, str], notes: list[str]) -> list[str]:
+    """The reference temporal row, each named method alone and their combination, as far as registered."""
+    rows = [name for name in NAMED_ROWS if name in registry]
+    missing = [name for name in NAMED_ROWS if name not in registry]
+    if all(n in registry for n in NAMED_COMBINATION):
+        rows.append("+".join(NAMED_COMBINATION))
+    if missing:
+        notes.append(f"default rows {missing} left out: not registered")
+    return rows
 
 
 def shuffled_control(rows: list[GridRow], val_temporal_mc: dict[str, float]) -> GridRow | None:

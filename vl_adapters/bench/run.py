@@ -1,57 +1,36 @@
-"""`vl-adapters bench`: the ablation grid on the synthetic temporal benchmark (docs/benchmark.md).
+"""`vl-adapters bench`: an ablation grid (rows x task heads x seeds) on any dataset and backbone.
 
-The run: generate the data (once per data directory), decode and encode it once (bench/data.py),
-then every (row, task, seed) job through the same protocol (bench/protocol.py), spread over worker
-processes that each use one thread, so the numbers do not depend on the number of workers or on
+The run: read the training config (`--config`, or the synthetic preset, which first writes its data),
+build the grid from the registry, write the frozen features once (bench/frozen.py), time a few steps of
+each row and say how long the grid will take, then run every job through the library's trainer
+(bench/jobs.py) wherever the launcher puts it (bench/launch.py), pick the shuffled-training control on
+the validation split, run it, and write the report (bench/report.py). Finished jobs are kept under
+<out>/jobs and read back, so a stopped run resumes and a finished folder trains nothing.
+
+Jobs on the CPU run at one thread each, so the numbers do not depend on the number of workers or on
 thread scheduling: the same command gives the same results.json, bit for bit.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import hashlib
-import json
 import os
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from .estimate import duration, estimate
-from .evaluate import normalisation
+from vl_adapters.core.io import save_text
+
+from .config import BenchSettings, load_bench
+from .estimate import duration, job_steps, makespan, measure
+from .frozen import prepare_caches, reads_frames
 from .grid import GridRow, build_grid, shuffled_control
-from .protocol import TASKS, BenchConfig, run_task
+from .jobs import Job, job_spec, shared_backbone, task_config, write_job
 
-BACKBONE = "tiny:synthetic"
-
-PRESETS = {
-    "default": BenchConfig(),
-    "full": BenchConfig(num_train_pairs=4000, num_val_pairs=100, num_test_pairs=500, steps=9600, rerank_k=20),
-    "tiny": BenchConfig(num_train_pairs=6, num_val_pairs=2, num_test_pairs=3, num_frames=4, steps=3, batch_size=4,
-                        rerank_k=2, qb_bank_size=4, curve_window=1, seeds=(0, 1)),
-}
-
-# The state a forked worker reads (set by run_bench before the pool starts; copy-on-write).
-_STATE: dict = {}
 PROGRESS_SECONDS = 600.0  # a job still training says how far it is at most this often
-
-
-def prepare_data(root: Path, cfg: BenchConfig, workers: int, log) -> None:
-    """Write the synthetic benchmark to `root` unless it already holds the same configuration."""
-    from vl_adapters.data.synthetic import generate
-
-    # videos as long as the frames the bench feeds: sampling fewer frames than a video has would give a
-    # video and its backward twin different frames, and order-blind pooling a way to tell them apart
-    wanted = {"num_train_pairs": cfg.num_train_pairs, "num_val_pairs": cfg.num_val_pairs,
-              "num_test_pairs": cfg.num_test_pairs, "num_frames": cfg.num_frames, "seed": cfg.data_seed}
-    meta = root / "meta.json"
-    have = json.loads(meta.read_text())["config"] if meta.exists() else {}
-    if any(have.get(k) != v for k, v in wanted.items()):
-        start = time.perf_counter()
-        generate(root, workers=workers, **wanted)
-        pairs = cfg.num_train_pairs + cfg.num_val_pairs + cfg.num_test_pairs
-        log(f"[bench] generated {2 * pairs} videos in {time.perf_counter() - start:.1f}s under {root}")
+ASK_SECONDS = 3600.0  # a grid estimated longer than this starts only once the user says so
 
 
 def source_fingerprint() -> str:
@@ -64,229 +43,284 @@ def source_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-def _job_file(row: GridRow, task: str, seed: int) -> Path:
-    """Where a finished job is kept: a long run that stops resumes from the jobs it finished."""
-    state = _STATE
-    key = json.dumps({"row": dataclasses.asdict(row), "task": task, "seed": seed, "run": state["run_key"]},
-                     sort_keys=True)
-    return state["jobs_dir"] / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+class Progress:
+    """Each job's on_step callback: its step and the time left, at most once per `every` seconds."""
+
+    def __init__(self, every: float = PROGRESS_SECONDS, clock=time.perf_counter) -> None:
+        self.every, self.clock = every, clock
+
+    def __call__(self, directory: str):
+        from vl_adapters.core.io import load_json
+
+        from .jobs import JOB_FILE
+
+        spec = load_json(Path(directory) / JOB_FILE)
+        label = f"{spec['row']['name']} / {spec['task']} / seed {spec['seed']}"
+        start = last = self.clock()
+        every, clock = self.every, self.clock
+
+        def on_step(step: int, total: int) -> None:
+            nonlocal last
+            now = clock()
+            if now - last >= every and step < total:
+                last = now
+                left = (now - start) / step * (total - step)
+                print(f"[bench] {label}: step {step}/{total}, about {duration(left)} left", flush=True)
+
+        return on_step
 
 
-def progress(label: str, steps: int, log, *, every: float = PROGRESS_SECONDS, clock=time.perf_counter):
-    """An on_step callback that logs `label`'s step and the time left, at most once per `every` seconds."""
-    start = clock()
-    last = start
+def task_configs(base: dict, settings: BenchSettings) -> dict[str, dict]:
+    """task head -> its resolved training config (a mapping): the base with the task's overrides."""
+    from vl_adapters.train.config import TrainConfig
 
-    def on_step(step: int) -> None:
-        nonlocal last
-        now = clock()
-        if now - last >= every and step < steps:
-            last = now
-            log(f"[bench] {label}: step {step}/{steps}, about {duration((now - start) / step * (steps - step))} left")
-
-    return on_step
+    tasks = settings.tasks or {_task_name(base.get("model", {}).get("task", "retrieval")): {}}
+    return {task: TrainConfig.from_dict(task_config(base, task, overrides)).to_dict()
+            for task, overrides in tasks.items()}
 
 
-def _job(job: tuple[int, str, int]) -> tuple[tuple[int, str, int], dict]:
-    row_index, task, seed = job
-    state = _STATE
-    row = state["rows"][row_index]
-    on_step = progress(f"{row.name} / {task} / seed {seed}", state["cfg"].steps, state["log"])
-    result = run_task(state["backbone"], row, task, state["data"], state["cfg"], seed, normalise=state["normalise"],
-                      on_step=on_step)
-    path = _job_file(row, task, seed)
-    path.with_suffix(".partial").write_text(json.dumps(result))
-    path.with_suffix(".partial").replace(path)
-    return job, result
+def _task_name(task) -> str:
+    return task["type"] if isinstance(task, dict) else task
 
 
-def _finished(jobs: list[tuple[int, str, int]]) -> dict:
-    """The jobs an earlier run of the same command on the same code finished, read back."""
-    rows = _STATE["rows"]
-    paths = {job: _job_file(rows[job[0]], job[1], job[2]) for job in jobs}
-    return {job: json.loads(path.read_text()) for job, path in paths.items() if path.exists()}
+def run_bench(out: str | Path, *, config: str | Path | None = None, preset: str = "default",
+              changes: dict | None = None, data_dir: str | Path | None = None, estimate_only: bool = False,
+              yes: bool = False, log=print) -> dict:
+    """Run (or resume) the grid into `out`. `config`: a training config file with an optional `bench:`
+    section; None runs the synthetic preset (`preset`: default, full, tiny), generating its data in
+    `data_dir` (default <out>/data). `changes`: bench settings that override the file's."""
+    from vl_adapters.train.config import TrainConfig
+    from vl_adapters.train.trainer import resolve_device
 
-
-def _run_jobs(jobs: list[tuple[int, str, int]], workers: int, log, done: dict | None = None) -> dict:
-    """Run jobs in `workers` forked processes (one thread each), or here when workers is 1; a job
-    finished by an earlier run of the same command on the same code is read back instead (`done`: those
-    already read, when the caller has)."""
-    rows = _STATE["rows"]
-    done = _finished(jobs) if done is None else dict(done)
-    if done:
-        log(f"[bench] {len(done)} jobs finished by an earlier run of this command: read back")
-    jobs = [job for job in jobs if job not in done]
-    total = len(done) + len(jobs)
-
-    def report(job, result):
-        row, task, seed = job
-        done[job] = result
-        m = result["metrics"]
-        shown = (f"temporal t2v R@1 {m['temporal/t2v_R@1']:.1f}" if task == "retrieval"
-                 else f"MC temporal {m['mc/temporal']:.1f}")
-        log(f"[bench] {rows[row].name} / {task} / seed {seed}: {shown} ({result['seconds']['total']:.1f}s; "
-            f"{len(done)}/{total} jobs done)")
-
-    if workers == 1:
-        for job in jobs:
-            report(*_job(job))
-        return done
-    import multiprocessing as mp
-
-    with mp.get_context("fork").Pool(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        for job, result in pool.imap_unordered(_job, jobs):
-            report(job, result)
-    return done
-
-
-def run_bench(out: str | Path, cfg: BenchConfig, *, adapters: list[str] | None = None,
-              data_dir: str | Path | None = None, workers: int = 2, pretrained: str | None = None,
-              estimate_only: bool = False, log=print) -> dict:
-    from vl_adapters.backbones import load_backbone
-
-    from .data import load_part
-    from .report import SUMMARY, write_results
+    from .presets import prepare_data, synthetic_config
 
     wall = time.perf_counter()
-    torch.set_num_threads(1)  # before any parallel work: the workers are forked from this process
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    if workers > 1 and "fork" not in __import__("multiprocessing").get_all_start_methods():
-        log("[bench] note: no fork on this platform; running in one process")
-        workers = 1
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    root = Path(data_dir) if data_dir else out / "data"
-    stages = {}
+    stages: dict[str, float] = {}
+    synthetic = None
+    if config is None:
+        root = Path(data_dir) if data_dir else out / "data"
+        stages["generate"] = prepare_data(root, preset, workers=min(os.cpu_count() or 1, 4), log=log)
+        synthetic = synthetic_config(root, preset)
+        import yaml
+
+        save_text(out / "config.yaml", yaml.safe_dump(synthetic, sort_keys=False))
+        config = out / "config.yaml"
+    base, settings = load_bench(config, changes or {})
+    configs = task_configs(base, settings)
+    first = TrainConfig.from_dict(next(iter(configs.values())))
+    rows, notes = build_grid(settings.adapters or None, all_adapters=settings.all_adapters, controls=settings.controls)
+    device = resolve_device(first.device)
+    if device.type == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)  # the frozen work uses every core; jobs use one each
+    backbone = shared_backbone(first, device)  # loaded before any worker forks: shared copy-on-write
+    validation = bool(first.data.eval_split) and first.data.eval_split != settings.test_split
+    splits = {task: [c["data"]["train_split"], *([c["data"]["eval_split"]] if validation else []), settings.test_split]
+              for task, c in configs.items()}
     start = time.perf_counter()
-    prepare_data(root, cfg, workers, log)
-    stages["generate"] = time.perf_counter() - start
-    rows, notes = build_grid(adapters)
-    backbone = load_backbone(BACKBONE, pretrained=pretrained, device="cpu")
+    caches = prepare_caches({t: TrainConfig.from_dict(c) for t, c in configs.items()}, splits, rows,
+                            Path(settings.cache) if settings.cache else out / "cache", backbone, log)
+    stages["frozen_features"] = time.perf_counter() - start
+    if not validation:
+        notes.append(f"no validation split (data.eval_split is {first.data.eval_split!r}): every job reports its "
+                     "last checkpoint, QB-Norm is left out and there is no shuffled-training control")
+    grid = Grid(out, settings, configs, caches, device, source_fingerprint())
+    jobs = grid.jobs(rows)
     start = time.perf_counter()
-    parts = ("train", "val", "test") if cfg.num_val_pairs else ("train", "test")
-    data = {name: load_part(root, name, backbone, num_frames=cfg.num_frames) for name in parts}
-    stages["decode_and_encode"] = time.perf_counter() - start
-    log(f"[bench] decoded and encoded {sum(p.num_videos for p in data.values())} videos and their texts in "
-        f"{stages['decode_and_encode']:.1f}s")
-    normalise, note = normalisation(data, cfg)
-    if note:
-        notes.append(note)
-    for line in notes:
-        log(f"[bench] note: {line}")
-    run_key = {"cfg": dataclasses.asdict(cfg), "backbone": backbone.fingerprint(), "source": source_fingerprint(),
-               "normalise": normalise is not None, "torch": torch.__version__}
-    jobs_dir = out / "jobs"
-    jobs_dir.mkdir(exist_ok=True)
-    _STATE.update(rows=rows, backbone=backbone, data=data, cfg=cfg, normalise=normalise, run_key=run_key,
-                  jobs_dir=jobs_dir, log=log)
-    jobs = [(i, task, seed) for i, row in enumerate(rows) for seed in (cfg.seeds if row.train else cfg.seeds[:1])
-            for task in TASKS][::-1]  # the heaviest rows are last in the grid: start them first
-    finished = _finished(jobs)
-    start = time.perf_counter()
-    seconds = estimate(backbone, rows, [job for job in jobs if job not in finished], data["train"], cfg, workers, log)
+    todo = [job for job in jobs if not grid.is_done(job)]
+    costs = grid.estimate(todo, backbone, log) if todo else {}
     stages["estimate"] = time.perf_counter() - start
+    seconds = makespan([costs[j] for j in grid.order(todo, costs)], grid.parallel)
+    if todo:
+        log(f"[bench] estimate: about {duration(seconds)} for {len(todo)} jobs on {grid.parallel} "
+            f"worker{'s' * (grid.parallel > 1)}" + (f" ({len(jobs) - len(todo)} finished before: read back)"
+                                                     if len(jobs) > len(todo) else "")
+            + (", plus the shuffled-training control" if settings.controls and validation else ""))
     if estimate_only:
-        return {"estimate_seconds": seconds, "rows": [row.name for row in rows]}
+        return {"estimate_seconds": seconds, "rows": [row.name for row in rows], "jobs": len(todo)}
+    if todo and seconds > ASK_SECONDS and not yes:
+        _confirm(seconds, log)
     start = time.perf_counter()
-    done = _run_jobs(jobs, workers, log, finished)
-    control = shuffled_control(rows, _validation_scores(rows, done, cfg)) if "val" in data else None
-    if control is not None:
-        rows.append(control)
-        log(f"[bench] shuffled-training control: {control.name} (best validation temporal MC)")
-        done.update(_run_jobs([(len(rows) - 1, task, seed) for seed in cfg.seeds for task in TASKS], workers, log))
+    results, failed = grid.run(grid.order(todo, costs), jobs, costs, log)
+    if settings.controls and validation:
+        control = shuffled_control(rows, grid.validation_scores(rows, results))
+        if control is not None:
+            rows.append(control)
+            log(f"[bench] shuffled-training control: {control.name} (best validation {grid.control_metric})")
+            more = grid.jobs([control], index=len(rows) - 1)
+            found, lost = grid.run([j for j in more if not grid.is_done(j)], more, {}, log)
+            results.update(found)
+            failed += lost
     stages["train_and_evaluate"] = time.perf_counter() - start
-    results = [_row_result(i, row, done, cfg) for i, row in enumerate(rows)]
-    meta = {"backbone": BACKBONE, "config": dataclasses.asdict(cfg), "notes": notes, "torch": torch.__version__,
-            "counts": _counts(data), "chance": _chance(data["test"]), "summary": SUMMARY}
+    from .report import summarise, write_results
+
+    summary = summarise(rows, results, settings, configs, grid, notes, synthetic=synthetic is not None)
     stages["total"] = time.perf_counter() - wall
-    timing = {"workers": workers, "cpu_count": os.cpu_count(), "stages_seconds": stages,
-              "jobs": [{"row": rows[r].name, "task": t, "seed": s, **done[(r, t, s)]["seconds"]}
-                       for r, t, s in sorted(done)]}
-    paths = write_results(out, results, meta, timing, log=log)
-    log(f"[bench] wall time {stages['total']:.0f}s; wrote {', '.join(str(p) for p in paths.values())}")
-    return {"results": results, "meta": meta, "timing": timing, "paths": {k: str(v) for k, v in paths.items()}}
+    paths = write_results(out, summary, grid.timing(rows, results, stages), log=log)
+    if failed:
+        log(f"[bench] {len(failed)} job(s) failed: {', '.join(failed)}; their errors are in <job>/error.txt. "
+            "Run the same command again to retry them.")
+    log(f"[bench] wall time {duration(stages['total'])}; wrote {', '.join(str(p) for p in paths.values())}")
+    return {"summary": summary, "paths": {k: str(v) for k, v in paths.items()}, "failed": failed}
 
 
-def _validation_scores(rows: list[GridRow], done: dict, cfg: BenchConfig) -> dict[str, float]:
-    scores = {}
-    for i, row in enumerate(rows):
-        found = [done[(i, "multiple_choice", s)]["metrics"].get("val/mc/temporal") for s in cfg.seeds
-                 if (i, "multiple_choice", s) in done]
-        if found and None not in found:
-            scores[row.name] = sum(found) / len(found)
-    return scores
+def _confirm(seconds: float, log) -> None:
+    message = (f"the grid is estimated at {duration(seconds)}; run it with --yes (or fewer rows with --adapters, "
+               "or --estimate to see the cost per row)")
+    if not sys.stdin.isatty():
+        raise RuntimeError(message)
+    answer = input(f"[bench] {message}. Start now? [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        raise SystemExit(0)
 
 
-def _row_result(index: int, row: GridRow, done: dict, cfg: BenchConfig) -> dict:
-    runs = []
-    for seed in cfg.seeds if row.train else cfg.seeds[:1]:
-        parts = {task: done[(index, task, seed)] for task in TASKS}
-        metrics = {f"{task}/{k}": v for task, part in parts.items() for k, v in part["metrics"].items()}
-        runs.append({"seed": seed, "metrics": metrics,
-                     "trainable_params": {t: p["trainable_params"] for t, p in parts.items()},
-                     "loss_curve": {t: p["loss_curve"] for t, p in parts.items()}})
-    inputs = {done[(index, task, runs[0]["seed"])]["inputs"] for task in TASKS}
-    return {"name": row.name, "adapters": list(row.adapters), "trained": row.train, "control": row.control,
-            "train_view": row.train_view, "test_view": row.test_view, "inputs": inputs.pop(), "runs": runs}
+class Grid:
+    """The jobs of one bench run: their directories, specs, estimate, order and results."""
+
+    def __init__(self, out: Path, settings: BenchSettings, configs: dict, caches: dict, device, source: str) -> None:
+        self.out, self.settings, self.configs, self.caches = out, settings, configs, caches
+        self.device, self.source = device, source
+        self.parallel = len(settings.devices) if settings.devices else (
+            1 if settings.nproc_per_job > 1 else settings.workers)
+        self.control_metric = settings.control_metric or f"{next(iter(configs))}/{_default_metric(next(iter(configs)))}"
+        self.specs: dict[Job, dict] = {}
+        self.rows: list[GridRow] = []
+
+    def jobs(self, rows: list[GridRow], index: int = 0) -> list[Job]:
+        """Every (row, task, seed) job of `rows` (zero-shot rows: the first seed only), written to disk."""
+        found = []
+        for seed in self.settings.seeds:
+            for i, row in enumerate(rows, start=index):
+                if not row.train and seed != self.settings.seeds[0]:
+                    continue
+                for task, config in self.configs.items():
+                    job = Job(i, row, task, seed)
+                    directory = self.directory(job)
+                    evaluation = {"test_split": self.settings.test_split, "shuffle_test": self.settings.shuffle_test,
+                                  "normalise": list(self.settings.normalise),
+                                  "querybank_size": self.settings.querybank_size}
+                    cache = None if reads_frames(row) else self.caches[task]
+                    spec = job_spec(config, job, run_dir=directory, cache=cache, evaluation=evaluation,
+                                    threads=1 if self.device.type == "cpu" else None, source=self.source)
+                    write_job(directory, spec)
+                    self.specs[job] = spec
+                    found.append(job)
+        return found
+
+    def directory(self, job: Job) -> Path:
+        return self.out / "jobs" / job.slug
+
+    def is_done(self, job: Job) -> bool:
+        from .jobs import finished
+
+        return finished(self.directory(job)) is not None
+
+    def estimate(self, jobs: list[Job], backbone, log) -> dict[Job, float]:
+        """Seconds per job: a few timed steps of each (row, task), times the job's steps, plus evaluation."""
+        from vl_adapters.train.trainer import build_split
+
+        probes = {}
+        for job in jobs:
+            if job.row.train and (job.row.name, job.task) not in probes:
+                probes[(job.row.name, job.task)] = self.specs[job]["config"]
+        per_step = measure(probes, backbone, log)
+        sizes = {}
+        for task, config in self.configs.items():
+            from vl_adapters.train.config import TrainConfig
+
+            cfg = TrainConfig.from_dict(config)
+            count = {split: len(build_split(cfg, split, size=backbone.dims.image_size, train=False))
+                     for split in {cfg.data.train_split, cfg.data.eval_split, self.settings.test_split} if split}
+            evals = count.get(cfg.data.eval_split, 0) * (cfg.epochs + 1) + 2 * count[self.settings.test_split]
+            sizes[task] = (count[cfg.data.train_split], evals)
+        costs = {}
+        for job in jobs:
+            steps, eval_units = job_steps(self.specs[job]["config"], *sizes[job.task])
+            step = per_step.get((job.row.name, job.task))
+            if step is None:  # zero-shot: evaluation only, at the cheapest trained row's speed
+                step = min(per_step.values(), default=0.01)
+                steps = 0
+            costs[job] = step * (steps + eval_units)
+        rows = {}
+        for job, cost in costs.items():
+            rows.setdefault(job.row.name, [0.0, {}])[0] += cost
+            if (job.row.name, job.task) in per_step:
+                rows[job.row.name][1][job.task] = per_step[(job.row.name, job.task)]
+        for name, (total, steps) in sorted(rows.items(), key=lambda item: -item[1][0]):
+            shown = ", ".join(f"{task} {s:.3f} s" for task, s in steps.items())
+            log(f"[bench]   {name}: {shown + ' per step; ' if shown else ''}{duration(total)} for its jobs")
+        return costs
+
+    def order(self, jobs: list[Job], costs: dict[Job, float]) -> list[Job]:
+        """Seed by seed, cheapest first: a stop keeps whole seeds of the cheap rows, and every row's first
+        seed comes before any row's second."""
+        return sorted(jobs, key=lambda j: (self.settings.seeds.index(j.seed), costs.get(j, 0.0), j.row_index, j.task))
+
+    def run(self, todo: list[Job], jobs: list[Job], costs: dict[Job, float], log) -> tuple[dict, list[str]]:
+        from tqdm.auto import tqdm
+
+        from .jobs import finished
+        from .launch import run_jobs
+
+        results = {job: finished(self.directory(job)) for job in jobs if job not in todo}
+        results = {job: found for job, found in results.items() if found is not None}
+        by_dir = {str(self.directory(job)): job for job in todo}
+        failed: list[str] = []
+        left = sum(costs.get(j, 0.0) for j in todo)
+        bar = tqdm(total=len(todo), unit="job", desc="bench", disable=not sys.stderr.isatty() or os.environ.get("CI"))
+        say = bar.write if not bar.disable else log
+
+        count = 0
+
+        def on_done(directory, result, error):
+            nonlocal left, count
+            job = by_dir[directory]
+            left -= costs.get(job, 0.0)
+            count += 1
+            bar.update(1)
+            if result is None:
+                failed.append(job.label)
+                save_text(Path(directory) / "error.txt", (error or "") + "\n")
+                say(f"[bench] {job.label}: FAILED ({(error or '').strip().splitlines()[-1:] or ['?']})")
+                return
+            results[job] = result
+            remaining = f"; about {duration(left / self.parallel)} left" if left > 0 else ""
+            say(f"[bench] {job.label}: {_headline(job.task, result['metrics'])} "
+                f"({result['seconds']['total']:.1f}s; {count}/{len(todo)} jobs done{remaining})")
+
+        run_jobs([str(self.directory(j)) for j in todo], self.settings, out=self.out, on_done=on_done,
+                 progress=Progress())
+        bar.close()
+        return results, failed
+
+    def validation_scores(self, rows: list[GridRow], results: dict) -> dict[str, float]:
+        """row name -> the control metric on the validation split, mean over the seeds that finished."""
+        task, _, metric = self.control_metric.partition("/")
+        scores = {}
+        for row in rows:
+            found = [r["metrics"].get(f"val/{metric}") for j, r in results.items() if j.row == row and j.task == task]
+            if found and None not in found:
+                scores[row.name] = sum(found) / len(found)
+        return scores
+
+    def timing(self, rows: list[GridRow], results: dict, stages: dict) -> dict:
+        return {"workers": self.parallel, "cpu_count": os.cpu_count(), "device": str(self.device),
+                "stages_seconds": stages,
+                "jobs": [{"row": j.row.name, "task": j.task, "seed": j.seed, **r["seconds"], "cost": r["cost"]}
+                         for j, r in sorted(results.items(), key=lambda item: (item[0].row_index, item[0].task,
+                                                                               item[0].seed))]}
 
 
-def _chance(part) -> dict[str, float]:
-    """Expected accuracy (percent) of a uniform guess per question kind."""
-    from .evaluate import questions
+def _default_metric(task: str) -> str:
+    from vl_adapters.train.evaluate import default_metric
 
-    mask = part.questions.mask
-    return {f"mc_{kind}": 100.0 * (1.0 / mask[questions(part, kind)].sum(1).float()).mean().item()
-            for kind in ("static", "temporal")}
+    return default_metric(task)
 
 
-def _counts(data: dict) -> dict:
-    from .evaluate import pool, questions
+def _headline(task: str, metrics: dict) -> str:
+    for key in ("accuracy/temporal", "t2v_R@1/temporal", "accuracy", "t2v_R@1"):
+        if key in metrics:
+            return f"{key} {metrics[key]:.1f}"
+    return ""
 
-    counts = {}
-    for name, part in data.items():
-        counts[name] = {"videos": part.num_videos, "mc_static": len(questions(part, "static")),
-                        "mc_temporal": len(questions(part, "temporal")),
-                        "static_pool_videos": len(pool(part, "static")[1]),
-                        "temporal_pool_videos": len(pool(part, "temporal")[1])}
-    return counts
-
-
-def add_cli(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="adapter ablations on the synthetic temporal benchmark (or --suite perf)")
-    p.add_argument("--out", default="bench-results", help="results directory (tables, JSON, CSV, PNG, data)")
-    p.add_argument("--suite", choices=("ablation", "perf"), default="ablation")
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--full", action="store_true", help="larger data and more steps (3 seeds, like the default)")
-    size.add_argument("--tiny", action="store_true", help="a miniature grid for CI (seconds)")
-    p.add_argument("--adapters", nargs="+", default=None,
-                   help="adapters to run instead of the registry's (a+b for a combination); the mean-pooling "
-                        "baselines and the controls always run")
-    p.add_argument("--steps", type=int, default=None, help="override the preset's optimiser steps per task")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset's training seeds")
-    p.add_argument("--data-dir", default=None, help="where the synthetic videos live (default OUT/data)")
-    p.add_argument("--workers", type=int, default=2,
-                   help="worker processes, one thread each (default 2); results do not depend on it")
-    p.add_argument("--estimate", action="store_true",
-                   help="time a few training steps of each row, print how long the run would take, and stop")
-    p.set_defaults(func=_run_cli)
-
-
-def _run_cli(args) -> int:
-    cfg = PRESETS["full" if args.full else "tiny" if args.tiny else "default"]
-    changes = {}
-    if args.steps is not None:
-        changes["steps"] = args.steps
-    if args.seeds is not None:
-        changes["seeds"] = tuple(args.seeds)
-    cfg = dataclasses.replace(cfg, **changes)
-    if args.suite == "perf":
-        from .perf import run_perf
-
-        run_perf(args.out, adapters=args.adapters, tiny=args.tiny)
-        return 0
-    # flushed at once: a run's output is often a pipe or a file, and a worker's lines would otherwise wait
-    # in its buffer for hours
-    run_bench(args.out, cfg, adapters=args.adapters, data_dir=args.data_dir, workers=args.workers,
-              estimate_only=args.estimate, log=functools.partial(print, flush=True))
-    return 0

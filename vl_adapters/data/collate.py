@@ -14,7 +14,8 @@ def collate(items: list[dict], *, task: str) -> dict:
     "sample_index" [B] and "skipped" (list of (video_id, reason) for items whose video could not be read;
     they are dropped from the batch). When every item is bad the batch has only "skipped" (and empty
     "video_id"), so a loop can count it and move on.
-    retrieval: "text" (B strings).
+    retrieval: "text" (B strings), and "question_type" (B, str or None) when an item has one (the
+    caption's kind: metrics are then also reported per kind).
     multiple_choice: "question" (B), "candidates" (B lists), "candidate_mask" bool [B,K] (K = the longest
     list), "answer" long [B] (index of the right candidate), "question_type" (B, str or None).
     open_qa: "question" (B), "answer" long [B] (index into the answer vocabulary, -1 out of vocabulary),
@@ -41,6 +42,8 @@ def collate(items: list[dict], *, task: str) -> dict:
     }
     if task == "retrieval":
         batch["text"] = [it["text"] for it in good]
+        if any(it.get("question_type") for it in good):
+            batch["question_type"] = [it.get("question_type") for it in good]
     elif task == "multiple_choice":
         k = max(len(it["candidates"]) for it in good)
         batch["question"] = [it["question"] for it in good]

@@ -12,6 +12,8 @@ Why it is built the way it is:
   (answerable from any one frame), "temporal" captions narrate the events in order (answerable only
   from order and motion).
 - Everything is a pure function of the seed: numpy's Generator drives every choice.
+- In the test and validation retrieval files a static caption appears once, with the forward video: the
+  backward twin has the same frames, so its static caption would name two right videos in one pool.
 
 Layout written by `generate(out_dir, ...)`:
     videos/<id>.mp4                      lossless H.264 (libx264; MPEG-4 part 2 where it is missing), 64x64
@@ -452,6 +454,10 @@ def generate(out_dir: str | Path, cfg: SyntheticConfig | None = None, *, workers
         for direction, sc, vid, twin in (("forward", scene, ids[pair][0], ids[pair][1]),
                                          ("backward", reversed_scene(scene), ids[pair][1], ids[pair][0])):
             retrieval, mc = _rows_for(vid, twin, sc, pair, direction, text_rng, cfg)
+            if part != "train" and direction == "backward":
+                # a backward twin shows the forward video's frames, so the static caption describes both:
+                # in an evaluation pool it would have two right answers. Training keeps it (a positive).
+                retrieval = [row for row in retrieval if row["question_type"] != "static"]
             for row in retrieval + mc:
                 row["part"] = part
             files[f"retrieval_{part}"].extend(retrieval)

@@ -2,7 +2,12 @@
 
 Ranks are 0-based counts of candidates scored strictly higher than the ground truth (ties favour the
 ground truth, as CLIP4Clip's sort-and-find does). R@K is the percentage of queries with rank < K,
-MdR the median rank + 1, MnR the mean rank + 1. A NaN score never helps: a NaN candidate counts as
+MdR the median rank + 1, MnR the mean rank + 1.
+
+`ties="expected"` instead counts scores within a relative `TIE_TOLERANCE` of the truth as tied and
+reports each metric's expectation under a uniform random tie-break: R@K = P(rank < K), a tied argmax
+is worth 1/(number tied). An order-blind model scores a video and its frames in another order alike up
+to float rounding; this is what keeps such rounding from deciding a comparison (the bench uses it). A NaN score never helps: a NaN candidate counts as
 -inf and a NaN ground truth ranks last (a comparison with NaN is always false, so counting "scores >
 target" alone would give a NaN target rank 0, a perfect hit); scores holding NaN are warned about.
 
@@ -20,26 +25,49 @@ import torch
 from torch import Tensor
 
 RECALL_AT = (1, 5, 10)
+TIES = ("truth_first", "expected")
+TIE_TOLERANCE = 1e-5  # relative to a row's largest finite score (at least 1)
+
+
+def tie_tolerance(scores: Tensor) -> Tensor:
+    """[Q, 1] the tie tolerance of each row."""
+    finite = scores.masked_fill(~scores.isfinite(), 0.0)
+    return TIE_TOLERANCE * finite.abs().amax(1, keepdim=True).clamp_min(1.0)
+
+
+def rank_counts(scores: Tensor, truth: Tensor, ties: str = "truth_first") -> tuple[Tensor, Tensor]:
+    """(candidates above the truth [Q], candidates tied with it, the truth included [Q]). With
+    "truth_first" ties count as below (tied = 1). A NaN candidate counts as -inf; a NaN truth ranks last."""
+    if scores.ndim != 2 or truth.shape != (scores.shape[0],):
+        raise ValueError(f"ranks_of_truth: expected scores [Q, C] and truth [Q], got {list(scores.shape)} "
+                         f"and {list(truth.shape)}")
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+    scores = scores.float().nan_to_num(nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
+    target = scores.gather(1, truth.long()[:, None].to(scores.device))
+    margin = tie_tolerance(scores) if ties == "expected" else torch.zeros_like(target)
+    above = (scores > target + margin).sum(1)
+    tied = ((scores - target).abs() <= margin).sum(1).clamp_min(1) if ties == "expected" else torch.ones_like(above)
+    missing = target[:, 0] == float("-inf")  # a NaN truth (or -inf): last, alone
+    return (torch.where(missing, scores.shape[1] - 1, above).float(),
+            torch.where(missing, 1, tied).float())
 
 
 def ranks_of_truth(scores: Tensor, truth: Tensor) -> Tensor:
     """scores [Q, C], truth [Q] column index of each query's ground truth -> 0-based ranks [Q]."""
-    if scores.ndim != 2 or truth.shape != (scores.shape[0],):
-        raise ValueError(f"ranks_of_truth: expected scores [Q, C] and truth [Q], got {list(scores.shape)} "
-                         f"and {list(truth.shape)}")
-    scores = scores.float()
-    target = scores.gather(1, truth.long()[:, None].to(scores.device))
-    ranks = (scores.nan_to_num(nan=float("-inf"), posinf=float("inf"), neginf=float("-inf")) > target).sum(1)
-    return torch.where(target[:, 0].isnan(), scores.shape[1] - 1, ranks)
+    return rank_counts(scores, truth)[0].long()
 
 
-def rank_metrics(ranks: Tensor, prefix: str = "") -> dict[str, float]:
-    """R@1/5/10 (percent), MdR and MnR from 0-based ranks."""
-    ranks = ranks.float()
-    out = {f"{prefix}R@{k}": 100.0 * (ranks < k).float().mean().item() for k in RECALL_AT}
+def rank_metrics(ranks: Tensor, prefix: str = "", tied: Tensor | None = None) -> dict[str, float]:
+    """R@1/5/10 (percent), MdR and MnR from 0-based ranks (`tied`: candidates tied with each truth,
+    itself included; the metrics are then expectations over random tie-breaks)."""
+    above = ranks.float()
+    tied = torch.ones_like(above) if tied is None else tied.float()
+    out = {f"{prefix}R@{k}": 100.0 * ((k - above) / tied).clamp(0.0, 1.0).mean().item() for k in RECALL_AT}
+    expected = above + 0.5 * (tied - 1)
     # CLIP4Clip uses np.median (the mean of the two middle values for an even count).
-    out[f"{prefix}MdR"] = _median(ranks) + 1
-    out[f"{prefix}MnR"] = ranks.mean().item() + 1
+    out[f"{prefix}MdR"] = _median(expected) + 1
+    out[f"{prefix}MnR"] = expected.mean().item() + 1
     return out
 
 
@@ -50,7 +78,8 @@ def _median(values: Tensor) -> float:
     return ordered[mid].item() if n % 2 else 0.5 * (ordered[mid - 1].item() + ordered[mid].item())
 
 
-def retrieval_metrics(sims: Tensor, text_to_video: Tensor | Sequence[int] | None = None) -> dict[str, float]:
+def retrieval_metrics(sims: Tensor, text_to_video: Tensor | Sequence[int] | None = None, *,
+                      ties: str = "truth_first") -> dict[str, float]:
     """sims [num_texts, num_videos]; text_to_video [num_texts] (video column of each text; default the
     diagonal, one caption per video). Returns t2v_* and v2t_* metrics."""
     sims = sims.detach().float().cpu()
@@ -66,7 +95,8 @@ def retrieval_metrics(sims: Tensor, text_to_video: Tensor | Sequence[int] | None
     owner = torch.as_tensor(text_to_video, dtype=torch.long).cpu()
     if owner.shape != (n_texts,) or (owner.numel() and (owner.min() < 0 or owner.max() >= n_videos)):
         raise ValueError(f"retrieval_metrics: text_to_video must be [{n_texts}] indices in [0, {n_videos})")
-    metrics = rank_metrics(ranks_of_truth(sims, owner), "t2v_")
+    above, tied = rank_counts(sims, owner, ties)
+    metrics = rank_metrics(above, "t2v_", tied)
     # Video -> text: best caption of each video's caption group, a [num_videos, num_videos] matrix.
     has_caption = torch.zeros(n_videos, dtype=torch.bool)
     has_caption[owner] = True
@@ -79,8 +109,20 @@ def retrieval_metrics(sims: Tensor, text_to_video: Tensor | Sequence[int] | None
     queried = has_caption.nonzero().flatten()
     group_scores = group_scores[queried][:, has_caption]
     truth = torch.arange(len(queried))
-    metrics.update(rank_metrics(ranks_of_truth(group_scores, truth), "v2t_"))
+    above, tied = rank_counts(group_scores, truth, ties)
+    metrics.update(rank_metrics(above, "v2t_", tied))
     return metrics
+
+
+def answer_credit(scores: Tensor, answer: Tensor, ties: str = "truth_first") -> Tensor:
+    """[Q] 1 where the answer has the top score (-inf marks padding candidates), 0 otherwise; with
+    ties="expected", 1 / (candidates tied at the top) when the answer is among them. Answer -1 (outside
+    the vocabulary) earns 0."""
+    scores = scores.detach().float().cpu().nan_to_num(nan=float("-inf"))
+    answer = answer.detach().cpu().long()
+    known = answer >= 0
+    above, tied = rank_counts(scores, answer.clamp_min(0), ties)
+    return torch.where(known & (above == 0), 1.0 / tied, 0.0)
 
 
 def accuracy_metrics(predicted: Tensor, answer: Tensor, question_types: Sequence[str] | None = None
@@ -90,12 +132,17 @@ def accuracy_metrics(predicted: Tensor, answer: Tensor, question_types: Sequence
     predicted, answer = predicted.detach().cpu().long(), answer.detach().cpu().long()
     if predicted.shape != answer.shape:
         raise ValueError(f"accuracy_metrics: predicted {list(predicted.shape)} vs answer {list(answer.shape)}")
-    correct = (predicted == answer) & (answer >= 0)
-    out = {"accuracy": 100.0 * correct.float().mean().item() if len(correct) else 0.0}
+    return credit_metrics(((predicted == answer) & (answer >= 0)).float(), question_types)
+
+
+def credit_metrics(credit: Tensor, question_types: Sequence[str] | None = None) -> dict[str, float]:
+    """Accuracy (percent) from each question's credit in [0, 1], overall and per question type."""
+    correct = credit.float()
+    out = {"accuracy": 100.0 * correct.mean().item() if len(correct) else 0.0}
     if question_types is not None:
         if len(question_types) != len(correct):
-            raise ValueError(f"accuracy_metrics: {len(question_types)} question types for {len(correct)} answers")
+            raise ValueError(f"accuracy: {len(question_types)} question types for {len(correct)} answers")
         for kind in sorted(set(question_types)):
             rows = torch.tensor([t == kind for t in question_types])
-            out[f"accuracy/{kind}"] = 100.0 * correct[rows].float().mean().item()
+            out[f"accuracy/{kind}"] = 100.0 * correct[rows].mean().item()
     return out

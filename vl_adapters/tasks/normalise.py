@@ -125,7 +125,7 @@ def _direction(metrics: dict[str, float], direction: str, method: str) -> dict[s
 def normalised_retrieval_metrics(sims: Tensor, text_to_video: Tensor | Sequence[int] | None, method: str,
                                  options: DSLOptions | QBNormOptions | dict | None = None, *,
                                  text_bank_sims: Tensor | None = None,
-                                 video_bank_sims: Tensor | None = None) -> dict[str, float]:
+                                 video_bank_sims: Tensor | None = None, ties: str = "truth_first") -> dict[str, float]:
     """The retrieval metrics of `method`'s normalised matrices, keys prefixed `<method>/` (t2v_* and v2t_*).
 
     dsl: t2v from dual_softmax over the texts, v2t from dual_softmax over the videos.
@@ -146,15 +146,15 @@ def normalised_retrieval_metrics(sims: Tensor, text_to_video: Tensor | Sequence[
         v2t = None
         if video_bank_sims is not None:
             v2t = querybank_normalise(sims.T, video_bank_sims.cpu(), beta=options.beta, k=options.k).T
-    out = _direction(retrieval_metrics(t2v, text_to_video), "t2v_", method)
+    out = _direction(retrieval_metrics(t2v, text_to_video, ties=ties), "t2v_", method)
     if v2t is not None:
-        out.update(_direction(retrieval_metrics(v2t, text_to_video), "v2t_", method))
+        out.update(_direction(retrieval_metrics(v2t, text_to_video, ties=ties), "v2t_", method))
     return out
 
 
 def choose_beta(val_sims: Tensor, val_text_to_video: Tensor | Sequence[int] | None, val_bank_sims: Tensor, *,
                 candidates: Sequence[float] = (1.0, 5.0, 10.0, 20.0, 30.0, 50.0), k: int = 1,
-                metric: str = "t2v_R@1") -> tuple[float, dict[float, float]]:
+                metric: str = "t2v_R@1", ties: str = "truth_first") -> tuple[float, dict[float, float]]:
     """QB-Norm's beta fixed on a VALIDATION split: the candidate with the best `metric` of the normalised
     validation matrix (ties go to the smaller beta). Returns (beta, {beta: metric}). Pass the chosen beta
     to the test evaluation in eval.normalise_options; never choose it on the test split."""
@@ -163,7 +163,7 @@ def choose_beta(val_sims: Tensor, val_text_to_video: Tensor | Sequence[int] | No
     table = {}
     for beta in sorted(candidates):  # a handful of candidates, each one matrix op
         normalised = querybank_normalise(val_sims, val_bank_sims, beta=beta, k=k)
-        table[float(beta)] = retrieval_metrics(normalised, val_text_to_video)[metric]
+        table[float(beta)] = retrieval_metrics(normalised, val_text_to_video, ties=ties)[metric]
     best = max(table, key=lambda b: (table[b], -b))
     return best, table
 

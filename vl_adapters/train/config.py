@@ -25,6 +25,9 @@ class DataConfig:
     eval_split: str = "test"
     num_frames: int = 12
     sampler: str = "uniform"
+    # the frames a training step sees (data/views.py): all (in order) | middle (the middle frame only, also
+    # at evaluation) | shuffled (a fresh random order each step; evaluation sees the frames in order)
+    frame_view: str = "all"
     batch_size: int = 32
     eval_batch_size: int = 64
     num_workers: int = 4
@@ -92,6 +95,10 @@ class TrainConfig:
 def validate(cfg: TrainConfig) -> None:
     if cfg.on_bad_video not in BAD_VIDEO_POLICIES:
         raise _error("on_bad_video", f"must be one of {BAD_VIDEO_POLICIES}, got {cfg.on_bad_video!r}")
+    from ..data.views import FRAME_VIEWS
+
+    if cfg.data.frame_view not in FRAME_VIEWS:
+        raise _error("data.frame_view", f"must be one of {FRAME_VIEWS}, got {cfg.data.frame_view!r}")
     if cfg.nonfinite_loss not in NONFINITE_POLICIES:
         raise _error("nonfinite_loss", f"must be one of {NONFINITE_POLICIES}, got {cfg.nonfinite_loss!r}")
     checks = [("epochs", cfg.epochs >= 1), ("data.batch_size", cfg.data.batch_size >= 1),
@@ -162,7 +169,7 @@ def _build(cls, data: Any, where: str):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        error = ConfigError(f"unknown key(s) {[f'{where}{k}' for k in unknown]} in the training config; "
+        error = ConfigError(f"unknown key(s) {[f'{where}{k}' for k in unknown]} in the config; "
                             f"known keys{' under ' + where.rstrip('.') if where else ''}: {sorted(fields)}")
         error.key = f"{where}{unknown[0]}"
         raise error
@@ -207,27 +214,39 @@ def _coerce(name: str, hint, value):
     return value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> TrainConfig:
+def read_config_file(path: str | Path) -> tuple[dict, str]:
+    """(the mapping, the text) of a YAML/JSON config file; a missing file or bad YAML raises one line."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such config file")
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(error, 'problem', None) or error})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: expected a mapping at the top level")
+    return data, text
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None, *,
+                sections: tuple[str, ...] = ()) -> TrainConfig:
     """A TrainConfig from a YAML/JSON file (or defaults) with `key.sub=value` overrides applied on top
     (values parsed as YAML: `optim.lr=3e-4`, `model.adapters=[temporal_transformer]`). A ConfigError
-    about a key that the file sets names the file and the line: `cfg.yaml:7: model.adapters.0: ...`."""
+    about a key that the file sets names the file and the line: `cfg.yaml:7: model.adapters.0: ...`.
+    `sections`: top-level keys that another command reads from the same file (the bench's `bench:`)."""
     import yaml
 
     data: dict = {}
     text = ""
     if path is not None:
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such config file")
-        text = path.read_text()
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-            raise ConfigError(f"{where}: not valid YAML ({getattr(error, 'problem', None) or error})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}:1: expected a mapping at the top level")
+        data, text = read_config_file(path)
+        data = {k: v for k, v in data.items() if k not in sections}
     items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides or []]
     overridden = set()
     for key, value in items:
@@ -246,6 +265,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     except ConfigError as error:
         key = getattr(error, "key", None)
         if path is None or key is None or any(key == o or key.startswith(o + ".") for o in overridden):
+            raise
+        line = _line_of(text, key.split("."))
+        raise ConfigError(f"{path}{f':{line}' if line else ''}: {error}") from None
+
+
+def build_section(cls, data: Any, where: str, *, path: str | Path | None = None, text: str = ""):
+    """A typed dataclass section (unknown keys and wrong types raise ConfigError, like the training
+    config's); with the file's `path` and `text`, the error names its line."""
+    try:
+        return _build(cls, data, f"{where}." if where else "")
+    except ConfigError as error:
+        key = getattr(error, "key", None)
+        if path is None or key is None:
             raise
         line = _line_of(text, key.split("."))
         raise ConfigError(f"{path}{f':{line}' if line else ''}: {error}") from None

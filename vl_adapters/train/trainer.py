@@ -31,6 +31,7 @@ from .data import (
     skipped_report,
 )
 from .evaluate import default_metric, evaluate
+from .resources import StepClock, peak_memory_bytes, peak_memory_note, reset_peak_memory
 from .schedule import WarmupCosine
 
 
@@ -71,11 +72,14 @@ def resolve_device(name: str) -> torch.device:
 
 class Trainer:
     """Build with a TrainConfig; datasets and a model may be passed in (tests, notebooks), otherwise
-    they are built from the config (build_dataset, load_backbone, wrap)."""
+    they are built from the config (build_dataset, load_backbone, wrap). `on_step(step, total)` is called
+    after each optimiser step (progress reports, timing probes)."""
 
-    def __init__(self, config: TrainConfig, *, model=None, train_dataset=None, eval_dataset=None,
-                 train_cache: str | Path | None = None, eval_cache: str | Path | None = None) -> None:
+    def __init__(self, config: TrainConfig, *, model=None, backbone=None, train_dataset=None, eval_dataset=None,
+                 train_cache: str | Path | None = None, eval_cache: str | Path | None = None,
+                 on_step=None) -> None:
         self.config = config
+        self.on_step = on_step
         init_distributed()
         self.is_main = distributed.rank() == 0
         self.device = resolve_device(config.device)
@@ -84,7 +88,8 @@ class Trainer:
         self.skipped: list[dict] = []
         self._querybank_texts: list[str] | None = None  # QB-Norm bank, read on the first evaluation
         self.cache_note = "off"
-        backbone = model.backbone if model is not None else self._build_backbone()
+        if backbone is None:  # a caller that runs many jobs on one frozen backbone passes it in
+            backbone = model.backbone if model is not None else self._build_backbone()
         size = backbone.dims.image_size
         if train_dataset is None:
             train_dataset = self._build_dataset(config.data.train_split, size=size, train=True)
@@ -105,6 +110,7 @@ class Trainer:
         self.batches = batches_per_epoch(self.train_dataset, config.data.batch_size, self.drop_last)
         self.steps_per_epoch = max(1, -(-self.batches // o.accumulation))
         total = self.steps_per_epoch * config.epochs
+        self.total_steps = min(total, config.max_steps) if config.max_steps else total
         self.scheduler = WarmupCosine(self.optimizer, total_steps=total, warmup_steps=round(o.warmup_ratio * total),
                                       min_lr_ratio=o.min_lr_ratio)
         self.ddp = None
@@ -112,7 +118,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_metric": None, "best_value": None,
-                      "skipped": [], "nonfinite_skipped": [], "metrics_bytes": 0}
+                      "skipped": [], "nonfinite_skipped": [], "metrics_bytes": 0,
+                      "clock": {"seconds": 0.0, "cpu_seconds": 0.0, "steps": 0}}
         if self.is_main:  # finish a checkpoint swap that a crash interrupted, drop orphaned temporaries
             recover_checkpoints(self.run_dir / "checkpoints")
             remove_orphans(self.run_dir)
@@ -120,14 +127,13 @@ class Trainer:
             dist.barrier()
 
     # ---- building ------------------------------------------------------------------------
-    def _build_dataset(self, split: str, *, size: int, train: bool):
-        from ..data import build_dataset
+    def split_dataset(self, split: str):
+        """Another split of the run's dataset for evaluation, read from the feature cache when the run
+        uses one (<data.cache>/<split>)."""
+        return open_split(self.config, split, self.model)
 
-        d = self.config.data
-        # Frames are decoded straight to the backbone's input size unless the options say otherwise.
-        options = {"size": size, "seed": self.config.seed, **d.options}
-        return build_dataset(d.dataset, d.root, split, num_frames=d.num_frames, sampler=d.sampler, train=train,
-                             on_bad_video=self.config.on_bad_video, **options)
+    def _build_dataset(self, split: str, *, size: int, train: bool):
+        return build_split(self.config, split, size=size, train=train)
 
     def _build_backbone(self):
         from .. import load_backbone
@@ -148,21 +154,8 @@ class Trainer:
     def _with_cache(self, dataset, directory):
         if directory is None:
             return dataset
-        from ..data.cache import FeatureCache, cache_fingerprint
-
-        if self.model.uses_backbone_adapters:
-            names = [a.name for a in self.model.backbone_adapters]
-            raise CacheRefusedError(
-                f"the feature cache {directory} is refused: backbone adapter(s) {names} change the backbone's "
-                "forward, so cached backbone features would be wrong. Drop `data.cache` to train from videos.")
-        cache = FeatureCache(directory)
-        cache.check(cache_fingerprint(self.model.backbone, sampler=self.config.data.sampler,
-                                      num_frames=self.config.data.num_frames,
-                                      patch_tokens=cache.fingerprint.get("patch_tokens", True),
-                                      dataset=dataset))
         self.cache_note = f"used ({Path(directory).parent})"
-        self.model.text_store.open(cache.text_directory, self.model.backbone)  # the split's texts, if extracted
-        return CachedDataset(dataset, cache)
+        return with_cache(dataset, directory, self.model, self.config)
 
     # ---- the loop ------------------------------------------------------------------------
     def resume(self, checkpoint: str | Path | None = None) -> None:
@@ -215,6 +208,9 @@ class Trainer:
         metrics: dict = {}
         stopped = False
         accumulation = cfg.optim.accumulation
+        clock = StepClock(self.device, **self.state["clock"])
+        self.peak_reset = reset_peak_memory(self.device)
+        window: list[float] = []  # step losses since the last logged record
         while self.state["epoch"] < cfg.epochs and not stopped:
             epoch, skip = self.state["epoch"], self.state["batch_in_epoch"]
             loader = make_loader(self.train_dataset, batch_size=cfg.data.batch_size, shuffle=True, seed=cfg.seed,
@@ -224,10 +220,13 @@ class Trainer:
             bar = tqdm(total=self.batches, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                        disable=not show_progress(cfg.progress), unit="batch")
             pending = 0
+            first_step = self.state["step"]
+            clock.start()
             for batch in loader:
                 self.state["batch_in_epoch"] += 1
                 bar.update(1)
                 self._note_skipped(batch, "train")
+                batch = self._view(batch)
                 last_of_epoch = self.state["batch_in_epoch"] == self.batches
                 if self._every_rank_has_data(batch):
                     sync = pending + 1 == accumulation or last_of_epoch
@@ -243,13 +242,20 @@ class Trainer:
                     pending = 0
                     if not stepped:
                         continue
+                    window.append(loss_value)
                     if self.state["step"] % cfg.log_every == 0 or self.state["step"] == 1:
                         self._log({"kind": "train", "step": self.state["step"], "epoch": epoch,
-                                   "loss": loss_value, "lr": self.scheduler.get_last_lr()[0]})
+                                   "loss": loss_value, "loss_mean": sum(window) / len(window),
+                                   "lr": self.scheduler.get_last_lr()[0]})
+                        window = []
                         bar.set_postfix(loss=f"{loss_value:.4f}")
+                    if self.on_step is not None:
+                        self.on_step(self.state["step"], self.total_steps)
                     if cfg.max_steps and self.state["step"] >= cfg.max_steps:
                         stopped = True
                         break
+            clock.stop(self.state["step"] - first_step)
+            self.state["clock"] = clock.state()
             bar.close()
             if not stopped:
                 self.state["epoch"] += 1
@@ -261,6 +267,22 @@ class Trainer:
             self._save("last")
         self._write_report(metrics, stopped)
         return metrics
+
+    def _view(self, batch: dict) -> dict:
+        """The training batch through data.frame_view; a shuffle is a pure function of (seed, epoch,
+        batch), so a resumed run draws the same orders."""
+        view = self.config.data.frame_view
+        if view == "all":
+            return batch
+        from ..data.views import apply_view
+
+        generator = torch.Generator().manual_seed(
+            hash((self.config.seed, self.state["epoch"], self.state["batch_in_epoch"])) % 2**63)
+        return apply_view(batch, view, generator=generator)
+
+    def eval_view(self) -> str:
+        """Evaluation sees every frame in order, except after training on the middle frame alone."""
+        return "middle" if self.config.data.frame_view == "middle" else "all"
 
     def _every_rank_has_data(self, batch) -> bool:
         """False when this batch (or, under DDP, any rank's batch) lost every video: all ranks skip it
@@ -318,7 +340,8 @@ class Trainer:
                         num_workers=self.config.data.num_workers, rerank_k=e.rerank_k,
                         on_bad_video=self.config.on_bad_video, skipped=self.skipped,
                         progress=show_progress(self.config.progress), autocast=self.device.type == "cuda",
-                        normalise=e.normalise, normalise_options=e.normalise_options, querybank=self._querybank())
+                        normalise=e.normalise, normalise_options=e.normalise_options, querybank=self._querybank(),
+                        frame_view=self.eval_view())
 
     def _querybank(self) -> list[str] | None:
         """QB-Norm's bank queries (eval.normalise qb_norm), read once per run: the training captions or a file."""
@@ -368,6 +391,17 @@ class Trainer:
         with open(self.run_dir / "metrics.jsonl", "a") as log:
             log.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
 
+    def cost(self) -> dict:
+        """Optimiser steps timed, seconds per step (wall and CPU), and the peak memory of this run."""
+        clock = self.state["clock"]
+        steps = max(clock["steps"], 1)
+        reset = getattr(self, "peak_reset", False)
+        return {"device": str(self.device), "steps_timed": clock["steps"], "train_seconds": clock["seconds"],
+                "train_cpu_seconds": clock["cpu_seconds"], "seconds_per_step": clock["seconds"] / steps,
+                "cpu_seconds_per_step": clock["cpu_seconds"] / steps,
+                "peak_memory_bytes": peak_memory_bytes(self.device),
+                "peak_memory": peak_memory_note(self.device, reset)}
+
     def _write_report(self, metrics: dict, stopped: bool, error: str | None = None) -> None:
         if not self.is_main:
             return
@@ -382,6 +416,7 @@ class Trainer:
                                         if dataset is not None and dropped_rows(dataset)["count"]},
             "feature_cache": self.cache_note,
             "trainable_parameters": sum(p.numel() for p in self.model.trainable_parameters()),
+            "cost": self.cost(),
             "best": {"metric": self.state["best_metric"], "value": self.state["best_value"]},
             "last_metrics": metrics,
             "skipped_videos": skipped_report(self.skipped),
@@ -391,6 +426,41 @@ class Trainer:
         if error is not None:
             report["error"] = error
         save_json(self.run_dir / "report.json", report)
+
+
+def build_split(config: TrainConfig, split: str, *, size: int, train: bool):
+    """A split of the config's dataset, decoded straight to the backbone's input size `size` unless the
+    data options say otherwise."""
+    from ..data import build_dataset
+
+    d = config.data
+    options = {"size": size, "seed": config.seed, **d.options}
+    return build_dataset(d.dataset, d.root, split, num_frames=d.num_frames, sampler=d.sampler, train=train,
+                         on_bad_video=config.on_bad_video, **options)
+
+
+def with_cache(dataset, directory: str | Path, model, config: TrainConfig):
+    """`dataset` read back from the feature cache `directory` (checked against the model's backbone and
+    the config's sampling), with the split's text features opened in the model's text store."""
+    from ..data.cache import FeatureCache, cache_fingerprint
+
+    if model.uses_backbone_adapters:
+        names = [a.name for a in model.backbone_adapters]
+        raise CacheRefusedError(
+            f"the feature cache {directory} is refused: backbone adapter(s) {names} change the backbone's "
+            "forward, so cached backbone features would be wrong. Drop `data.cache` to train from videos.")
+    cache = FeatureCache(directory)
+    cache.check(cache_fingerprint(model.backbone, sampler=config.data.sampler, num_frames=config.data.num_frames,
+                                  patch_tokens=cache.fingerprint.get("patch_tokens", True), dataset=dataset))
+    model.text_store.open(cache.text_directory, model.backbone)  # the split's texts, if extracted
+    return CachedDataset(dataset, cache)
+
+
+def open_split(config: TrainConfig, split: str, model):
+    """A split for evaluating `model`: built from the config, through its feature cache when it has one."""
+    dataset = build_split(config, split, size=model.backbone.dims.image_size, train=False)
+    base = config.data.cache
+    return with_cache(dataset, Path(base) / split, model, config) if base else dataset
 
 
 class _null:

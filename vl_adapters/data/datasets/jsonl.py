@@ -88,7 +88,9 @@ class JSONLDataset(VideoTextDataset):
             raise ValueError(f"jsonl: task must be one of {TASKS}, got {task!r}")
         notes = Annotations(strict_annotations)
         self.annotation_errors = notes.errors
-        path = root / (file or f"{split}.jsonl")
+        # `file` may name the split, e.g. "mc_{split}.jsonl": one setting then serves every split
+        path = root / (file.format(split=split) if file else f"{split}.jsonl")
+        self.annotation_file = path
         rows = read_rows(path, notes)
         if task is None:
             if not rows:
@@ -99,8 +101,8 @@ class JSONLDataset(VideoTextDataset):
         rows = [(line, row) for line, row in rows if check_row(path, line, row, task, notes)]
         vocab = lookup = None
         if task == "open_qa":
-            vocab = self._vocabulary(root, path if split == "train" else root / "train.jsonl", notes,
-                                     answer_vocab_size)
+            train_file = root / (file.format(split="train") if file else "train.jsonl")
+            vocab = self._vocabulary(root, path if split == "train" else train_file, notes, answer_vocab_size)
             lookup = {a: i for i, a in enumerate(vocab)}
         videos, files, samples = VideoIds(), [], []
         for _, row in rows:
