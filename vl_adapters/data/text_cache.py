@@ -13,6 +13,8 @@ text tower for what is still missing.
 
 Segment layout (a directory, written as <name>.partial and renamed once complete):
   meta.json          format, backbone spec, weights fingerprint, count, embed_dim, text_width
+  strings.json       optional: {text: row} of the strings it was written from, so that a store looks them
+                     up without tokenizing them again (the backbone spec fixes the tokenizer)
   text_emb.npy       [M, D] fp32
   offsets.npy        [M+1]  int64: text i's tokens are rows offsets[i]:offsets[i+1] of the two below
   token_states.npy   [S, C] fp16
@@ -37,6 +39,7 @@ from ..core.features import TextFeatures
 from ..core.io import load_json, save_json
 
 TEXT_DIR = "text"  # a split's text segment, inside its feature cache directory
+STRINGS_FILE = "strings.json"
 SEGMENT_FORMAT = 1
 TEXT_MEMORY_BYTES = 512 * 2**20  # in-memory features of one store before it spills to disk
 TOKENIZED_MEMO_SIZE = 1_000_000  # strings whose token ids are remembered (tokenizing costs ~0.1-0.5 ms each)
@@ -84,6 +87,8 @@ class _Segment:
         self.token_states = np.load(directory / "token_states.npy", mmap_mode="r")
         self.offsets = np.load(directory / "offsets.npy")
         self.input_ids = np.load(directory / "input_ids.npy")
+        strings = directory / STRINGS_FILE
+        self.strings: dict[str, int] = load_json(strings) if strings.exists() else {}
 
     def keys(self) -> Iterator[bytes]:
         ids, off = self.input_ids, self.offsets
@@ -94,6 +99,17 @@ class _Segment:
         start, stop = self.offsets[row], self.offsets[row + 1]
         return _Entry(self.text_emb[row], self.token_states[start:stop])
 
+    def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(text_emb [B, D], token_states [B, L, C] fp16, input_ids [B, L], mask [B, L]) of `rows`, the
+        token axes padded to the longest of them: one indexed read, no loop over texts."""
+        start, length = self.offsets[rows], self.offsets[rows + 1] - self.offsets[rows]
+        position = np.arange(int(length.max()))
+        mask = position[None, :] < length[:, None]
+        index = np.where(mask, start[:, None] + position[None, :], 0)
+        states = self.token_states[index.ravel()].reshape(*index.shape, -1) * mask[..., None]
+        ids = np.where(mask, self.input_ids[index], 0).astype(np.int64)
+        return np.asarray(self.text_emb[rows]), states, ids, mask
+
 
 def _meta(backbone, weights: str, count: int) -> dict:
     dims = backbone.dims
@@ -102,9 +118,10 @@ def _meta(backbone, weights: str, count: int) -> dict:
 
 
 def write_segment(directory: str | Path, meta: dict, entries: Iterable[tuple[bytes, _Entry]], *,
-                  total_tokens: int) -> Path:
-    """Write meta["count"] (key, entry) pairs holding `total_tokens` tokens in all as a segment; the
-    directory appears only once complete (written as <directory>.partial, then renamed)."""
+                  total_tokens: int, strings: dict[str, int] | None = None) -> Path:
+    """Write meta["count"] (key, entry) pairs holding `total_tokens` tokens in all as a segment (with
+    `strings`, text -> row, when the texts are known); the directory appears only once complete (written
+    as <directory>.partial, then renamed)."""
     directory = Path(directory)
     partial = directory.with_name(directory.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -130,6 +147,8 @@ def write_segment(directory: str | Path, meta: dict, entries: Iterable[tuple[byt
         array.flush()
     del emb, states, ids
     np.save(partial / "offsets.npy", offsets)
+    if strings:
+        save_json(partial / STRINGS_FILE, strings)
     save_json(partial / "meta.json", meta)
     if directory.exists():
         shutil.rmtree(directory)
@@ -237,6 +256,11 @@ class TextFeatureStore:
                 self._memory_bytes += entry.nbytes
 
     def _assemble(self, keys: list[bytes], texts: list[str], device: torch.device) -> TextFeatures:
+        found = [self._on_disk.get(k) if k not in self._memory else None for k in keys]
+        segment = found[0][0] if found[0] is not None else None
+        if segment is not None and all(f is not None and f[0] is segment for f in found):
+            arrays = segment.gather(np.fromiter((f[1] for f in found), dtype=np.int64, count=len(found)))
+            return self._tensors(*arrays, texts=texts, device=device)
         entries = [self._entry(k) for k in keys]
         longest = max(len(e.token_states) for e in entries)
         b, c = len(entries), entries[0].token_states.shape[1]
@@ -249,6 +273,10 @@ class TextFeatureStore:
             states[i, :length] = entry.token_states
             ids[i, :length] = np.frombuffer(key, dtype=np.int32)
             mask[i, :length] = True
+        return self._tensors(emb, states, ids, mask, texts=texts, device=device)
+
+    @staticmethod
+    def _tensors(emb, states, ids, mask, *, texts: list[str], device: torch.device) -> TextFeatures:
         tensors = [torch.from_numpy(a) for a in (emb, states, ids, mask)]
         if device.type == "cuda":
             tensors = [t.pin_memory().to(device, non_blocking=True) for t in tensors]
@@ -257,11 +285,16 @@ class TextFeatureStore:
                             texts=texts)
 
     # ---- disk -------------------------------------------------------------------------------
-    def _attach(self, directory: Path, meta: dict) -> None:
+    def _attach(self, directory: Path, meta: dict, tokenizer=None) -> None:
         segment = _Segment(directory, meta)
         self._segments.append(segment)
-        for row, key in enumerate(segment.keys()):
+        keys = list(segment.keys())
+        for row, key in enumerate(keys):
             self._on_disk.setdefault(key, (segment, row))
+        if segment.strings and tokenizer is not None:  # the segment's own strings need no tokenizing
+            if tokenizer is not self._tokenizer:
+                self._tokenizer, self._ids_of = tokenizer, {}
+            self._ids_of.update({text: keys[row] for text, row in segment.strings.items()})
 
     def open(self, directory: str | Path, backbone) -> bool:
         """Add a text segment (e.g. <cache>/<split>/text from `extract`). False, and nothing added, when
@@ -275,7 +308,10 @@ class TextFeatureStore:
             return False
         if any(s.directory.resolve() == directory.resolve() for s in self._segments):
             return True
-        self._attach(directory, meta)
+        if meta.get("backbone") == backbone.spec:  # the same spec tokenizes alike: its strings are keys
+            self._attach(directory, meta, getattr(backbone, "tokenizer", backbone))
+        else:
+            self._attach(directory, meta)
         return True
 
     def _spill(self, backbone) -> None:
@@ -300,9 +336,11 @@ def write_text_features(directory: str | Path, backbone, texts: Sequence[str]) -
     first: dict[bytes, str] = {}
     for key, text in zip(keys, texts, strict=True):
         first.setdefault(key, text)
+    row = {key: i for i, key in enumerate(first)}
     total = sum(len(k) // 4 for k in first)
     meta = _meta(backbone, backbone.fingerprint(), len(first))
-    return write_segment(directory, meta, encode_entries(backbone, list(first.values())), total_tokens=total)
+    return write_segment(directory, meta, encode_entries(backbone, list(first.values())), total_tokens=total,
+                         strings={text: row[key] for text, key in zip(texts, keys, strict=True)})
 
 
 class _HeadDefaults:
