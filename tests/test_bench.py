@@ -276,6 +276,11 @@ def test_a_rerun_trains_nothing_and_two_workers_give_the_same_json(own_grid, own
     second = out.parent / "w2"
     run.run_bench(second, config=own_data, changes={"workers": 2, "cache": str(out / "cache")}, log=lambda *_: None)
     assert (second / "results.json").read_bytes() == first
+    # one spawned process per device, the way jobs spread over GPUs (here two CPU "devices")
+    third = out.parent / "devices"
+    run.run_bench(third, config=own_data, changes={"devices": ["cpu", "cpu"], "cache": str(out / "cache")},
+                  log=lambda *_: None)
+    assert (third / "results.json").read_bytes() == first
 
 
 @pytest.mark.slow
@@ -297,6 +302,27 @@ def test_submitit_gives_the_same_json_as_the_local_run(own_grid, own_data, tmp_p
     assert (through / "results.json").read_bytes() == (local / "results.json").read_bytes()
     assert len(json.loads((local / "results.json").read_text())["rows"]) == 3
     assert len(list((through / "submitit").glob("*_log.out"))) == 6  # each job a process of its own
+
+
+@pytest.mark.slow
+@pytest.mark.video
+def test_a_job_runs_data_parallel_under_torchrun(own_grid, tmp_path):
+    """One job of the grid again, on two gloo processes (the CPU stand-in for two GPUs)."""
+    import shutil
+
+    from vl_adapters.bench.config import BenchSettings
+
+    out, _ = own_grid
+    job = tmp_path / "job"
+    shutil.copytree(out / "jobs" / "temporal_transformer" / "multiple_choice" / "seed0", job)
+    (job / jobs.RESULT_FILE).unlink()
+    shutil.rmtree(job / "checkpoints")
+    (job / "metrics.jsonl").unlink()
+    directory, result, error = launch._torchrun(str(job), BenchSettings(nproc_per_job=2))
+    assert error is None and result is not None, error
+    single = json.loads((out / "jobs" / "temporal_transformer" / "multiple_choice" / "seed0" / "result.json").read_text())
+    assert set(result["metrics"]) == set(single["metrics"])
+    assert 0 < result["steps"] < single["steps"]  # each step took a batch on each of the two ranks
 
 
 def test_estimate_times_every_row_and_task_and_runs_no_job(tmp_path, capsys):

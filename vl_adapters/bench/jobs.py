@@ -154,8 +154,14 @@ def run_job(directory: str | Path, *, device: str | None = None, on_step=None, l
         seed_everything(config.seed)
         model, chosen = wrap(backbone, config.model.adapters, task=config.model.task), "none (zero-shot)"
     train_seconds = time.perf_counter() - start
-    if distributed.rank() != 0:  # under torchrun the other ranks only train
-        return {}
+    if distributed.is_distributed():  # under torchrun: every rank trained; rank 0 alone evaluates
+        import torch.distributed as dist
+
+        rank = distributed.rank()
+        dist.barrier()
+        dist.destroy_process_group()
+        if rank != 0:
+            return {}
     from .evaluate import evaluate_job
 
     metrics = evaluate_job(model, config, spec["evaluation"], row=row, trainer=trainer, log=log)
