@@ -13,6 +13,11 @@ from pathlib import Path
 from vl_adapters.core.config import ConfigError
 
 LAUNCHERS = ("local", "slurm")
+
+
+class BenchError(ValueError):
+    """A grid that cannot run as given: a split with no readable video, one too small to time, ..."""
+
 NORMALISERS = ("dsl", "qb_norm")
 
 

@@ -27,10 +27,19 @@ def seconds_per_step(config: dict, backbone, *, steps: int = PROBE_STEPS) -> flo
 
     marks: list[float] = []
     with tempfile.TemporaryDirectory(prefix="vla-estimate-") as run_dir:
-        probe = TrainConfig.from_dict({**config, "run_dir": run_dir, "max_steps": steps + 1,
+        # as many epochs as steps: a split smaller than a batch still gives every step
+        probe = TrainConfig.from_dict({**config, "run_dir": run_dir, "max_steps": steps + 1, "epochs": steps + 1,
                                        "eval": {**config["eval"], "every_epoch": False}})
-        Trainer(probe, backbone=backbone, on_step=lambda *_: marks.append(time.perf_counter())).fit()
-    return (marks[-1] - marks[0]) / max(len(marks) - 1, 1)
+        trainer = Trainer(probe, backbone=backbone, on_step=lambda *_: marks.append(time.perf_counter()))
+        trainer.fit()
+    if len(marks) < 2:
+        skipped = len({e["video_id"] for e in trainer.skipped})
+        from .config import BenchError
+
+        raise BenchError(f"{probe.data.dataset} under {probe.data.root}: training took {len(marks)} step(s) where "
+                         f"{steps + 1} were asked for" + (f"; {skipped} training video(s) could not be read"
+                                                          if skipped else "") + " (the split is too small or unreadable)")
+    return (marks[-1] - marks[0]) / (len(marks) - 1)
 
 
 def job_steps(config: dict, train_samples: int, eval_samples: int) -> tuple[int, float]:

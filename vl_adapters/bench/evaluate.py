@@ -7,7 +7,8 @@ On the test split, from one scoring pass per frame view (train/evaluate.py's `sc
 - the same with each test video's frames in one fixed random order (`shuffled/...`) and the drop;
 - the twin readouts, when the rows name a `twin` video (bench/twins.py);
 - DSL and QB-Norm beside the raw retrieval numbers, never mixed in (`dsl/...`, `qb_norm/...`): QB-Norm's
-  querybank is training captions and its beta is chosen on the validation split, never on test.
+  querybank is training captions and its beta is chosen on the validation split (without one: the
+  official default, 20), never on test.
 On the validation split (when the run has one): the task's metrics, `val/...`, which pick the
 shuffled-training control before any test number is read.
 """
@@ -34,7 +35,9 @@ def evaluate_job(model, config, evaluation: dict, *, row, trainer=None, log=None
                             rerank_k=config.eval.rerank_k, on_bad_video=config.on_bad_video, autocast=device_is_cuda,
                             frame_view=view)
         if found is None:
-            raise ValueError(f"{config.data.dataset} split {split!r} under {config.data.root}: no sample was left "
+            from .config import BenchError
+
+            raise BenchError(f"{config.data.dataset} split {split!r} under {config.data.root}: no sample was left "
                              "to evaluate (every video was missing or unreadable)")
         return found
 
@@ -88,15 +91,16 @@ def _normalised(model, config, evaluation, scores: SplitScores, val: SplitScores
     """DSL and QB-Norm t2v/v2t metrics on the whole test matrix and on each question type's pool."""
     out: dict[str, float] = {}
     bank = None
-    if "qb_norm" in evaluation["normalise"] and val is not None:
+    if "qb_norm" in evaluation["normalise"]:
         from vl_adapters.train.trainer import build_split
 
         train = trainer.train_dataset if trainer is not None else build_split(
             config, config.data.train_split, size=model.backbone.dims.image_size, train=False)
         queries = norm.querybank_texts("train", train_dataset=train, size=evaluation["querybank_size"], seed=0)
         with torch.no_grad():
-            bank = {"test": querybank_scores(model, queries, scores, rerank_k=config.eval.rerank_k),
-                    "val": querybank_scores(model, queries, val, rerank_k=config.eval.rerank_k)}
+            bank = {"test": querybank_scores(model, queries, scores, rerank_k=config.eval.rerank_k)}
+            if val is not None:
+                bank["val"] = querybank_scores(model, queries, val, rerank_k=config.eval.rerank_k)
     val_pools = _pools(val) if val is not None else {}
     for kind, (rows, columns) in _pools(scores).items():
         suffix = f"/{kind}" if kind else ""
@@ -104,9 +108,11 @@ def _normalised(model, config, evaluation, scores: SplitScores, val: SplitScores
         if "dsl" in evaluation["normalise"]:
             found = norm.normalised_retrieval_metrics(sims, truth, "dsl", {}, ties=TIES)
             out.update({f"{k}{suffix}": v for k, v in found.items()})
-        if bank is not None and kind in val_pools:
-            val_sims, val_truth = _restrict(val, *val_pools[kind])
-            beta, _ = norm.choose_beta(val_sims, val_truth, bank["val"][:, val_pools[kind][1]], ties=TIES)
+        if bank is not None and (val is None or kind in val_pools):
+            beta = norm.QBNormOptions().beta  # no validation split: the official default, never tuned on test
+            if val is not None:
+                val_sims, val_truth = _restrict(val, *val_pools[kind])
+                beta, _ = norm.choose_beta(val_sims, val_truth, bank["val"][:, val_pools[kind][1]], ties=TIES)
             found = norm.normalised_retrieval_metrics(sims, truth, "qb_norm", {"beta": beta}, ties=TIES,
                                                       text_bank_sims=bank["test"][:, columns])
             out.update({f"{k}{suffix}": v for k, v in found.items()})

@@ -77,4 +77,24 @@ def prepare_caches(configs: dict, splits: dict[str, list[str]], rows: list[GridR
                              texts=list(dict.fromkeys(group["texts"][split])), progress=False)
             log(f"[bench] cached the frozen features of {len(dataset.video_ids)} {split} videos and their texts in "
                 f"{time.perf_counter() - start:.1f}s under {directory}")
+            check_readable(directory, split, config, log)
     return out
+
+
+def check_readable(directory: Path, split: str, config, log) -> None:
+    """Say how many videos of a split could not be read; stop when none could."""
+    from vl_adapters.core.io import load_json
+    from vl_adapters.data.cache import INDEX_FILE
+
+    index = load_json(directory / INDEX_FILE)
+    bad, total = index.get("bad_videos", {}), len(index["video_ids"])
+    if not bad:
+        return
+    first = next(iter(bad.items()))
+    if len(bad) == total:
+        from .config import BenchError
+
+        raise BenchError(f"{config.data.dataset} split {split!r} under {config.data.root}: none of its {total} videos "
+                         f"could be read (the first: {first[0]}: {first[1]})")
+    log(f"[bench] {split}: {len(bad)} of {total} videos could not be read and are left out (listed in "
+        f"{directory / INDEX_FILE}; the first: {first[0]}: {first[1]})")

@@ -70,14 +70,16 @@ def task_config(base: dict, task: str, overrides: dict) -> dict:
 
 
 def job_spec(config: dict, job: Job, *, run_dir: Path, cache: str | None, evaluation: dict,
-             threads: int | None, source: str) -> dict:
+             threads: int | None, source: str, validation: bool) -> dict:
     """What job.json holds. `config`: the task's training config (a mapping); the row fixes its adapters
-    and training view, the job its seed; rows fed frames (backbone adapters) get no feature cache."""
+    and training view, the job its seed; rows fed frames (backbone adapters) get no feature cache. Without
+    a `validation` split the trainer evaluates nothing per epoch: the bench never selects on the test split."""
     from vl_adapters.train.config import TrainConfig
 
     config = merge(config, {"seed": job.seed, "run_dir": str(run_dir), "progress": False,
                             "model": {"adapters": list(job.row.adapters)},
-                            "data": {"frame_view": job.row.train_view, "cache": cache}})
+                            "data": {"frame_view": job.row.train_view, "cache": cache},
+                            **({} if validation else {"eval": {"every_epoch": False}})})
     resolved = TrainConfig.from_dict(config).to_dict()
     spec = {"row": asdict(job.row), "task": job.task, "seed": job.seed, "config": resolved,
             "evaluation": evaluation, "threads": threads, "source": source}

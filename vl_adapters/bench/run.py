@@ -124,8 +124,8 @@ def run_bench(out: str | Path, *, config: str | Path | None = None, preset: str 
     stages["frozen_features"] = time.perf_counter() - start
     if not validation:
         notes.append(f"no validation split (data.eval_split is {first.data.eval_split!r}): every job reports its "
-                     "last checkpoint, QB-Norm is left out and there is no shuffled-training control")
-    grid = Grid(out, settings, configs, caches, device, source_fingerprint())
+                     "last epoch, QB-Norm uses its default beta (20) and there is no shuffled-training control")
+    grid = Grid(out, settings, configs, caches, device, source_fingerprint(), validation)
     jobs = grid.jobs(rows)
     start = time.perf_counter()
     todo = [job for job in jobs if not grid.is_done(job)]
@@ -178,9 +178,10 @@ def _confirm(seconds: float, log) -> None:
 class Grid:
     """The jobs of one bench run: their directories, specs, estimate, order and results."""
 
-    def __init__(self, out: Path, settings: BenchSettings, configs: dict, caches: dict, device, source: str) -> None:
+    def __init__(self, out: Path, settings: BenchSettings, configs: dict, caches: dict, device, source: str,
+                 validation: bool) -> None:
         self.out, self.settings, self.configs, self.caches = out, settings, configs, caches
-        self.device, self.source = device, source
+        self.device, self.source, self.validation = device, source, validation
         self.parallel = len(settings.devices) if settings.devices else (
             1 if settings.nproc_per_job > 1 else settings.workers)
         self.control_metric = settings.control_metric or f"{next(iter(configs))}/{_default_metric(next(iter(configs)))}"
@@ -202,7 +203,8 @@ class Grid:
                                   "querybank_size": self.settings.querybank_size}
                     cache = None if reads_frames(row) else self.caches[task]
                     spec = job_spec(config, job, run_dir=directory, cache=cache, evaluation=evaluation,
-                                    threads=1 if self.device.type == "cpu" else None, source=self.source)
+                                    threads=1 if self.device.type == "cpu" else None, source=self.source,
+                                    validation=self.validation)
                     write_job(directory, spec)
                     self.specs[job] = spec
                     found.append(job)

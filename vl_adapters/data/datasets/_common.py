@@ -7,7 +7,7 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from ..base import AnnotationError, list_videos
+from ..base import VIDEO_EXTENSIONS, AnnotationError, list_videos
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +62,17 @@ def load_json(path: Path, what: str):
 
 
 def video_directory(root: Path, video_dir: str | Path | None, candidates: tuple[str, ...]) -> Path:
-    """`video_dir` (relative to root, or absolute) or the first existing of `candidates`."""
+    """`video_dir` (relative to root, or absolute), else the first of `candidates` that holds video files
+    (MSR-VTT's archive unpacks to videos/all/, so videos/ may exist with no video in it), else the first
+    that exists."""
     if video_dir is not None:
         path = Path(video_dir)
         return path if path.is_absolute() else root / path
-    for name in candidates:
-        if (root / name).is_dir():
-            return root / name
-    return root / candidates[0]
+    existing = [root / name for name in candidates if (root / name).is_dir()]
+    for path in existing:
+        if any(p.suffix.lower() in VIDEO_EXTENSIONS for p in path.iterdir()):
+            return path
+    return existing[0] if existing else root / candidates[0]
 
 
 def resolve_videos(directory: Path, video_ids: list[str], aliases: dict[str, list[str]] | None = None
