@@ -87,12 +87,49 @@ def _queue(devices):
     return queue
 
 
+def _serve(initializer, initargs, todo, finished) -> None:
+    """A worker process: set up, then run job directories from `todo` until it hands out None."""
+    initializer(*initargs)
+    for directory in iter(todo.get, None):
+        finished.put(_guarded(directory))
+
+
 def _pool(directories, context: str, processes: int, initializer, initargs, done) -> None:
+    """`processes` workers that each take the next job. They are not daemons (a Pool's are), so a job may
+    start its own DataLoader decode workers."""
     import multiprocessing as mp
 
-    with mp.get_context(context).Pool(processes, initializer=initializer, initargs=initargs) as pool:
-        for found in pool.imap_unordered(_guarded, directories):
-            done(*found)
+    ctx = mp.get_context(context)
+    todo, finished = ctx.Queue(), ctx.Queue()
+    for directory in directories:
+        todo.put(directory)
+    workers = [ctx.Process(target=_serve, args=(initializer, initargs, todo, finished), daemon=False)
+               for _ in range(min(processes, len(directories)))]
+    for worker in workers:
+        todo.put(None)
+        worker.start()
+    try:
+        for _ in directories:
+            done(*_next_result(finished, workers))
+    finally:
+        for worker in workers:
+            worker.join(timeout=5)
+            if worker.is_alive():
+                worker.terminate()
+
+
+def _next_result(finished, workers):
+    """The next (directory, result, error) a worker sends; a worker that died (killed, out of memory)
+    without sending one stops the wait with an error rather than a hang."""
+    import queue
+
+    while True:
+        try:
+            return finished.get(timeout=5)
+        except queue.Empty:
+            if not any(w.is_alive() for w in workers):
+                raise RuntimeError("every bench worker process has exited with jobs left; "
+                                   "run the same command again to resume") from None
 
 
 def _torchrun(directory: str, settings) -> tuple[str, dict | None, str | None]:
