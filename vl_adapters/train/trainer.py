@@ -31,6 +31,7 @@ from .data import (
     skipped_report,
 )
 from .evaluate import default_metric, evaluate
+from .run_log import RunLog
 from .schedule import WarmupCosine
 
 
@@ -84,6 +85,7 @@ class Trainer:
         self.skipped: list[dict] = []
         self._querybank_texts: list[str] | None = None  # QB-Norm bank, read on the first evaluation
         self.cache_note = "off"
+        self.run_log = RunLog(self.run_dir, tensorboard=config.tensorboard, enabled=self.is_main)
         backbone = model.backbone if model is not None else self._build_backbone()
         size = backbone.dims.image_size
         if train_dataset is None:
@@ -142,7 +144,7 @@ class Trainer:
         if (task == "open_qa" or (isinstance(task, dict) and task.get("type") == "open_qa")) and \
                 getattr(dataset, "answer_vocab", None):
             task = {**({"type": "open_qa"} if isinstance(task, str) else task),
-                    "num_answers": len(dataset.answer_vocab)}
+                    "num_answers": len(dataset.answer_vocab), "answers": list(dataset.answer_vocab)}
         return wrap(backbone, self.config.model.adapters, task=task)
 
     def _with_cache(self, dataset, directory):
@@ -221,6 +223,8 @@ class Trainer:
                                  epoch=epoch, num_workers=cfg.data.num_workers, skip_batches=skip,
                                  drop_last=self.drop_last)
             self.model.train()
+            self.run_log.start_epoch()
+            evaluated: dict = {}
             bar = tqdm(total=self.batches, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                        disable=not show_progress(cfg.progress), unit="batch")
             pending = 0
@@ -243,6 +247,7 @@ class Trainer:
                     pending = 0
                     if not stepped:
                         continue
+                    self.run_log.step(loss_value)
                     if self.state["step"] % cfg.log_every == 0 or self.state["step"] == 1:
                         self._log({"kind": "train", "step": self.state["step"], "epoch": epoch,
                                    "loss": loss_value, "lr": self.scheduler.get_last_lr()[0]})
@@ -255,11 +260,14 @@ class Trainer:
                 self.state["epoch"] += 1
                 self.state["batch_in_epoch"] = 0
                 if cfg.eval.every_epoch and self.eval_dataset is not None:
-                    metrics = self.evaluate()
+                    metrics = evaluated = self.evaluate()
                     self._log({"kind": "eval", "step": self.state["step"], "epoch": epoch, **metrics})
                     self._maybe_best(metrics)
             self._save("last")
+            self.run_log.end_epoch(epoch=epoch + 1, epochs=cfg.epochs, step=self.state["step"], metrics=evaluated,
+                                   stopped=stopped)
         self._write_report(metrics, stopped)
+        self.run_log.close()
         return metrics
 
     def _every_rank_has_data(self, batch) -> bool:
@@ -367,6 +375,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / "metrics.jsonl", "a") as log:
             log.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+        self.run_log.record(record)
 
     def _write_report(self, metrics: dict, stopped: bool, error: str | None = None) -> None:
         if not self.is_main:
