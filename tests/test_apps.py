@@ -175,6 +175,27 @@ def test_search_scores_through_the_cross_adapters_re_ranking(backbone, folder, t
     assert not torch.allclose(expected.topk(4).values, dual.topk(4).values, atol=1e-3)  # the head re-scored them
 
 
+def test_search_with_a_backbone_adapter_indexes_the_adapted_backbone(backbone, folder, tmp_path):
+    torch.manual_seed(0)
+    model = vla.wrap(backbone, [{"type": "st_adapter"}, ADAPTER], task="retrieval")
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():  # away from the identity initialisation
+        for p in model.trainable_parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=generator))
+    index = search_app.build_index(model, folder, index_root=tmp_path, num_frames=FRAMES)
+    plain = search_app.build_index(vla.wrap(backbone, [ADAPTER]), folder, index_root=tmp_path, num_frames=FRAMES)
+    assert index.directory != plain.directory  # the adapted backbone's output is another index
+    hits = search_app.search(model, index, CAPTIONS[:2], top_k=len(SCENES))
+    videos = video_folder(folder, num_frames=FRAMES, size=backbone.dims.image_size)
+    clips = [videos.load_video(videos.video_ids.index(v)) for v in index.video_ids]
+    expected = model.similarity(CAPTIONS[:2], torch.stack([c["frames"] for c in clips]),
+                                frame_mask=torch.stack([c["frame_mask"] for c in clips]))
+    columns = {index.folder / v: j for j, v in enumerate(index.video_ids)}
+    for row, query_hits in enumerate(hits):  # the index keeps fp16 features: equal within their rounding
+        torch.testing.assert_close(torch.tensor([h.score for h in query_hits]),
+                                   expected[row, [columns[h.video] for h in query_hits]], atol=5e-3, rtol=0)
+
+
 def test_answer_puts_the_right_candidate_first_on_a_trained_multiple_choice_model(
         multiple_choice_dir, folder, features, capsys):
     model = vla.from_pretrained(multiple_choice_dir)

@@ -79,6 +79,7 @@ def build_index(model, folder: str | Path, *, index_root: str | Path | None = No
     from ..data.folder import video_folder
 
     num_frames, sampler = frame_settings(model, num_frames, sampler)
+    model.eval()  # backbone adapters (token masking) behave as at test time
     backbone = model.backbone
     videos = video_folder(folder, num_frames=num_frames, sampler=sampler, size=backbone.dims.image_size)
     fingerprint = cache_fingerprint(backbone, sampler=sampler, num_frames=num_frames, dataset=videos)
