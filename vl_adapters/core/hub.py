@@ -81,13 +81,11 @@ def from_pretrained(source: str | Path, backbone=None, *, revision: str | None =
     Without `backbone`, the backbone recorded in adapters.json is loaded from its recorded source
     (`pretrained=` and other keywords go to load_backbone); its weight fingerprint must match the
     recorded one (see load_adapters). A folder holding pickle files is refused (PickleRefusedError)."""
-    from .model import load_adapters
+    from .model import CONFIG_FILE, load_adapters
 
     directory, run = resolve(source, revision=revision)
     refuse_pickles(directory, str(source))
     model = load_adapters(directory, backbone, allow_backbone_mismatch=allow_backbone_mismatch, **backbone_kwargs)
-    from .model import CONFIG_FILE
-
     saved = load_json(readable_directory(directory, CONFIG_FILE) / CONFIG_FILE)
     record = saved.get("training")
     if record is None and run is not None:
