@@ -91,6 +91,12 @@ def _mismatch(env):
     vla.load_adapters(env.tmp / "saved", backbone=env.backbone)
 
 
+def _pickled(env):
+    env.model.save_pretrained(env.tmp / "shared")
+    (env.tmp / "shared" / "pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")
+    vla.from_pretrained(env.tmp / "shared")
+
+
 def _bf16(env):
     model = vla.wrap(vla.load_backbone("tiny", device="cpu"), ["temporal_transformer"]).to(torch.bfloat16)
     scores = model.similarity(["a clip"], env.frames)
@@ -155,6 +161,8 @@ ROWS = [
         r"ConfigError: unknown key\(s\) \['layerz'\]"),
     Row("saved adapters loaded onto other backbone weights", _mismatch,
         r"BackboneMismatchError: .*fingerprint .* allow_backbone_mismatch"),
+    Row("a model folder (or Hub repo) holding a pickle file", _pickled,
+        r"PickleRefusedError: .*\['pytorch_model.bin'\]; vl-adapters never unpickles"),
     # the command line
     Row("`train` on a JSONL file with a malformed line",
         lambda e: e.cli("train", "--dataset", "jsonl", "--root", str(e.jsonl([GOOD[0], '{"video": "b.mp4",', GOOD[2]])),
@@ -172,6 +180,11 @@ ROWS = [
     Row("`extract --root` naming no directory",
         lambda e: e.cli("extract", "--dataset", "jsonl", "--root", str(e.tmp / "nowhere"), "--backbone", "tiny",
                         "--out", str(e.tmp / "c")), r"exit 2: .*no such directory"),
+    Row("`search --videos` naming a folder without video files",
+        lambda e: e.model.save_pretrained(e.tmp / "searcher") and e.cli(
+            "search", "--model", str(e.tmp / "searcher"), "--videos", str(e.tmp / "searcher"), "--device", "cpu",
+            "--index", str(e.tmp / "index"), "a clip"),
+        r"exit 2: vl-adapters search: .*searcher: no video files \(expected names ending in .mp4"),
     Row("`train --lr 1e30` (the loss goes NaN)",
         lambda e: e.cli("train", "--dataset", "jsonl", "--root", str(e.jsonl(GOOD)), "--run-dir", str(e.tmp / "r4"),
                         *TRAIN, "--lr", "1e30", "--set", "optim.grad_clip=0", "--epochs", "2"),

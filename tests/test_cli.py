@@ -7,7 +7,8 @@ import pytest
 from vl_adapters.cli import main
 
 
-@pytest.mark.parametrize("command, needle", [("train", "--resume"), ("eval", "--rerank-k"), ("extract", "--out")])
+@pytest.mark.parametrize("command, needle", [("train", "--resume"), ("eval", "--rerank-k"), ("extract", "--out"),
+                                             ("search", "--videos"), ("answer", "--candidates")])
 def test_each_subcommand_has_help_with_examples(command, needle, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])

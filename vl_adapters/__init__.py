@@ -16,6 +16,7 @@ from .core.adapter import (  # noqa: E402
 )
 from .core.config import AdapterConfig, ConfigError, TaskConfig  # noqa: E402
 from .core.features import FeatureShapeError, TextFeatures, VideoFeatures  # noqa: E402
+from .core.hub import from_pretrained  # noqa: E402
 from .core.model import CompositionError, VideoLanguageModel, load_adapters, wrap  # noqa: E402
 from .core.registry import RegistryError  # noqa: E402
 from .data import samplers as _builtin_samplers  # noqa: E402,F401  (registers the frame samplers)
@@ -23,6 +24,6 @@ from .data import samplers as _builtin_samplers  # noqa: E402,F401  (registers t
 __all__ = [
     "Adapter", "AdapterConfig", "AdapterContext", "AdapterOutput", "Backbone", "BackboneDims",
     "CompositionError", "ConfigError", "FeatureShapeError", "RegistryError", "TaskConfig",
-    "TextFeatures", "VideoFeatures", "VideoLanguageModel", "__version__", "build_adapter",
+    "TextFeatures", "VideoFeatures", "VideoLanguageModel", "__version__", "build_adapter", "from_pretrained",
     "list_adapters", "load_adapters", "load_backbone", "register_adapter", "wrap",
 ]

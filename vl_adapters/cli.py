@@ -15,6 +15,8 @@ import warnings
 # The modules that add subcommands, in the order `--help` lists them; each has register(subparsers).
 SUBCOMMAND_MODULES = (
     "vl_adapters.train.cli",  # train, eval, extract
+    "vl_adapters.apps.search",  # search
+    "vl_adapters.apps.answer",  # answer
     "vl_adapters.bench.cli",  # bench
     "vl_adapters.backbones.pretrain",  # pretrain-backbone
     "vl_adapters.adapters.tem_adapter.convert",  # convert-tem-adapter
@@ -60,7 +62,9 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from vl_adapters.bench.config import BenchError
     from vl_adapters.core.config import ConfigError
     from vl_adapters.core.features import FeatureShapeError
+    from vl_adapters.core.hub import PickleRefusedError
     from vl_adapters.core.model import BackboneMismatchError, CacheRefusedError, CompositionError
+    from vl_adapters.core.optional import MissingPackageError
     from vl_adapters.core.registry import RegistryError
     from vl_adapters.data.base import AnnotationError, BadVideoError
     from vl_adapters.data.cache import StaleCacheError
@@ -68,7 +72,7 @@ def input_errors() -> tuple[type[BaseException], ...]:
 
     return (BenchError, ConfigError, FeatureShapeError, BackboneMismatchError, CacheRefusedError, CompositionError,
             RegistryError, AnnotationError, BadVideoError, TrainBadVideoError, StaleCacheError,
-            FileNotFoundError, NotADirectoryError)
+            FileNotFoundError, NotADirectoryError, PickleRefusedError, MissingPackageError)
 
 
 def one_line(error: BaseException) -> str:

@@ -57,6 +57,10 @@ def save_text(path: str | Path, text: str) -> None:
     _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
 
 
+def save_bytes(path: str | Path, data: bytes) -> None:
+    _atomic(Path(path), lambda tmp: Path(tmp).write_bytes(data))
+
+
 def save_json(path: str | Path, data: Any) -> None:
     save_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 

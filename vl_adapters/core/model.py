@@ -69,6 +69,7 @@ class VideoLanguageModel(nn.Module):
         from ..data.text_cache import TextFeatureStore
 
         self.text_store = TextFeatureStore()  # frozen_text's features (memory, spills, extract's segments)
+        self.training_record: dict | None = None  # dataset, config, metrics for the model card (core/hub.py)
 
     # ---- the stages ---------------------------------------------------------------------
     def _stage(self, *names: str) -> list[Adapter]:
@@ -145,7 +146,11 @@ class VideoLanguageModel(nn.Module):
 
     def encode_video(self, video, frame_mask: Tensor | None = None) -> VideoFeatures:
         """Frames [B,T,3,H,W] (or cached VideoFeatures) through the backbone and the "video"/"dual" adapters."""
-        video = self._backbone_video(video, frame_mask)
+        return self.adapt_video(self._backbone_video(video, frame_mask))
+
+    def adapt_video(self, video: VideoFeatures) -> VideoFeatures:
+        """The "video"/"dual" adapters on features from this model's own backbone, its backbone adapters
+        included (`vl-adapters search` keeps such features in its index)."""
         ctx = self._context()
         for adapter in self._stage("video", "dual"):
             video = adapter(video, None, ctx).video
@@ -337,6 +342,20 @@ class VideoLanguageModel(nn.Module):
         directory = Path(directory)
         save_tensors(directory / ADAPTERS_FILE, self.adapter_state_dict())
         save_json(directory / CONFIG_FILE, self.describe())
+
+    def save_pretrained(self, directory: str | Path, *, run: str | Path | None = None) -> Path:
+        """save_adapters' files plus the training record and a README.md model card (core/hub.py);
+        `run`: the training run directory whose config and metrics the card reports."""
+        from .hub import save_pretrained
+
+        return save_pretrained(self, directory, run=run)
+
+    def push_to_hub(self, repo_id: str, *, run: str | Path | None = None, private: bool | None = None,
+                    token: str | None = None, commit_message: str = "Upload vl-adapters adapters"):
+        """save_pretrained's folder uploaded to the Hugging Face Hub repo `repo_id` (core/hub.py)."""
+        from .hub import push_to_hub
+
+        return push_to_hub(self, repo_id, run=run, private=private, token=token, commit_message=commit_message)
 
 
 def _plus_extras(similarity: Tensor, extras) -> Tensor:

@@ -8,7 +8,7 @@ built from the same config start identical whatever the global RNG state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -26,10 +26,14 @@ class OpenQAConfig(TaskConfig):
     dropout: float = 0.1
     init_seed: int = 0
     template: str = "{question}"  # how a question becomes the text the backbone encodes
+    answers: list = field(default_factory=list)  # the vocabulary, answer i first (the trainer sets it; may be empty)
 
     def __post_init__(self) -> None:
         if self.num_answers < 1:
             raise ConfigError(f"OpenQAConfig.num_answers must be >= 1, got {self.num_answers}")
+        if self.answers and len(self.answers) != self.num_answers:
+            raise ConfigError(f"OpenQAConfig.answers holds {len(self.answers)} answers, num_answers is "
+                              f"{self.num_answers}; give one answer per class (or none)")
         if self.hidden < 1:
             raise ConfigError(f"OpenQAConfig.hidden must be >= 1, got {self.hidden}")
 

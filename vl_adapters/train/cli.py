@@ -18,7 +18,8 @@ examples:
 Every key of the YAML file can be overridden with --set section.key=value (values are read as YAML);
 the common ones also have their own flag. Unknown keys stop the run before any work starts.
 The run directory gets config.yaml (the resolved config), metrics.jsonl, report.json (skipped videos,
-counts) and checkpoints/{last,best}. See docs/training.md.
+counts), curves.png (loss and metrics) and checkpoints/{last,best}; one line per epoch goes to stdout.
+See docs/training.md.
 """
 
 EVAL_EXAMPLES = """\
@@ -49,7 +50,7 @@ FLAG_KEYS = {  # flag dest -> config key
     "on_bad_video": "on_bad_video", "dataset": "data.dataset", "root": "data.root", "cache": "data.cache",
     "batch_size": "data.batch_size", "num_workers": "data.num_workers", "num_frames": "data.num_frames",
     "backbone": "model.backbone", "pretrained": "model.pretrained", "lr": "optim.lr",
-    "accumulation": "optim.accumulation", "rerank_k": "eval.rerank_k",
+    "accumulation": "optim.accumulation", "rerank_k": "eval.rerank_k", "tensorboard": "tensorboard",
 }
 
 
@@ -89,6 +90,8 @@ def register(sub) -> None:
                        help="skip (default: count it and list it in report.json) or raise")
     train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                        help="progress bars (default: only on a terminal outside CI)")
+    train.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
+                       help="also log to TensorBoard under <run-dir>/tensorboard (needs the tensorboard extra)")
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate trained adapters (a run directory or an adapters directory)",

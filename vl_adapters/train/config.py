@@ -76,6 +76,7 @@ class TrainConfig:
     nonfinite_loss: str = "stop"  # stop (raise naming the step) | skip (drop the batch, count it in the report)
     progress: bool | None = None  # progress bars; None = only on a TTY outside CI
     log_every: int = 10
+    tensorboard: bool = False  # also log to TensorBoard under <run_dir>/tensorboard (the tensorboard extra)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -32,6 +32,7 @@ from .data import (
 )
 from .evaluate import default_metric, evaluate
 from .resources import StepClock, peak_memory_bytes, peak_memory_note, reset_peak_memory
+from .run_log import RunLog
 from .schedule import WarmupCosine
 
 
@@ -73,11 +74,12 @@ def resolve_device(name: str) -> torch.device:
 class Trainer:
     """Build with a TrainConfig; datasets and a model may be passed in (tests, notebooks), otherwise
     they are built from the config (build_dataset, load_backbone, wrap). `on_step(step, total)` is called
-    after each optimiser step (progress reports, timing probes)."""
+    after each optimiser step (progress reports, timing probes); `echo=False` keeps the epoch lines off
+    stdout (a grid's jobs, which report per job)."""
 
     def __init__(self, config: TrainConfig, *, model=None, backbone=None, train_dataset=None, eval_dataset=None,
                  train_cache: str | Path | None = None, eval_cache: str | Path | None = None,
-                 on_step=None) -> None:
+                 on_step=None, echo: bool = True) -> None:
         self.config = config
         self.on_step = on_step
         init_distributed()
@@ -88,6 +90,7 @@ class Trainer:
         self.skipped: list[dict] = []
         self._querybank_texts: list[str] | None = None  # QB-Norm bank, read on the first evaluation
         self.cache_note = "off"
+        self.run_log = RunLog(self.run_dir, tensorboard=config.tensorboard, enabled=self.is_main, echo=echo)
         if backbone is None:  # a caller that runs many jobs on one frozen backbone passes it in
             backbone = model.backbone if model is not None else self._build_backbone()
         size = backbone.dims.image_size
@@ -148,7 +151,7 @@ class Trainer:
         if (task == "open_qa" or (isinstance(task, dict) and task.get("type") == "open_qa")) and \
                 getattr(dataset, "answer_vocab", None):
             task = {**({"type": "open_qa"} if isinstance(task, str) else task),
-                    "num_answers": len(dataset.answer_vocab)}
+                    "num_answers": len(dataset.answer_vocab), "answers": list(dataset.answer_vocab)}
         return wrap(backbone, self.config.model.adapters, task=task)
 
     def _with_cache(self, dataset, directory):
@@ -217,6 +220,8 @@ class Trainer:
                                  epoch=epoch, num_workers=cfg.data.num_workers, skip_batches=skip,
                                  drop_last=self.drop_last)
             self.model.train()
+            self.run_log.start_epoch()
+            evaluated: dict = {}
             bar = tqdm(total=self.batches, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                        disable=not show_progress(cfg.progress), unit="batch")
             pending = 0
@@ -243,6 +248,7 @@ class Trainer:
                     if not stepped:
                         continue
                     window.append(loss_value)
+                    self.run_log.step(loss_value)
                     if self.state["step"] % cfg.log_every == 0 or self.state["step"] == 1:
                         self._log({"kind": "train", "step": self.state["step"], "epoch": epoch,
                                    "loss": loss_value, "loss_mean": sum(window) / len(window),
@@ -261,11 +267,14 @@ class Trainer:
                 self.state["epoch"] += 1
                 self.state["batch_in_epoch"] = 0
                 if cfg.eval.every_epoch and self.eval_dataset is not None:
-                    metrics = self.evaluate()
+                    metrics = evaluated = self.evaluate()
                     self._log({"kind": "eval", "step": self.state["step"], "epoch": epoch, **metrics})
                     self._maybe_best(metrics)
             self._save("last")
+            self.run_log.end_epoch(epoch=epoch + 1, epochs=cfg.epochs, step=self.state["step"], metrics=evaluated,
+                                   stopped=stopped)
         self._write_report(metrics, stopped)
+        self.run_log.close()
         return metrics
 
     def _view(self, batch: dict) -> dict:
@@ -390,6 +399,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / "metrics.jsonl", "a") as log:
             log.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+        self.run_log.record(record)
 
     def cost(self) -> dict:
         """Optimiser steps timed, seconds per step (wall and CPU), and the peak memory of this run."""
