@@ -131,6 +131,45 @@ def test_the_bench_names_no_adapter_in_its_protocol():
         assert not [name for name in stages if f'"{name}"' in source or f"'{name}'" in source], module.__name__
 
 
+def test_charts_keep_the_legend_off_the_bars_and_give_every_row_its_own_line(tmp_path):
+    from vl_adapters.bench.report import bar_chart, loss_curves
+
+    rows = [{"name": f"row {i}", "inputs": "features", "control": False,
+             "runs": [{"seed": 0, "metrics": {"retrieval/t2v_R@1": float(i), "retrieval/accuracy": 1.0},
+                       "loss_curve": {"retrieval": [[1, 2.0], [2, 1.0 + i / 100]]}}]} for i in range(25)]
+    summary = {"meta": {"tasks": ["retrieval"], "report": [], "dataset": "d", "backbone": "b"}, "rows": rows}
+    placed = bar_chart(tmp_path / "bars.png", summary)
+    assert placed["legend_top"] < 0  # below the axes, not over them
+    styles = loss_curves(tmp_path / "loss.png", summary, "retrieval")
+    assert len(styles) == 25 and len(set(styles)) == 25
+
+
+def test_grid_order_is_seed_by_seed_and_cheapest_first():
+    from vl_adapters.bench.config import BenchSettings
+
+    grid = run.Grid.__new__(run.Grid)
+    grid.settings = BenchSettings(seeds=[0, 1])
+    heavy, light = GridRow("heavy", ("a",), True), GridRow("light", ("b",), True)
+    todo = [jobs.Job(i, row, "retrieval", seed) for seed in (1, 0) for i, row in enumerate((heavy, light))]
+    costs = {job: 100.0 if job.row is heavy else 1.0 for job in todo}
+    assert [(j.seed, j.row.name) for j in grid.order(todo, costs)] == [
+        (0, "light"), (0, "heavy"), (1, "light"), (1, "heavy")]
+
+
+def test_a_long_grid_is_not_started_without_asking(monkeypatch):
+    from vl_adapters.bench.config import BenchError
+
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    with pytest.raises(BenchError, match="--yes"):
+        run._confirm(2 * run.ASK_SECONDS, print)
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda _: "n")
+    with pytest.raises(SystemExit):
+        run._confirm(2 * run.ASK_SECONDS, print)
+    monkeypatch.setattr("builtins.input", lambda _: "y")
+    run._confirm(2 * run.ASK_SECONDS, print)
+
+
 def test_makespan_hands_each_job_to_the_first_free_worker():
     assert makespan([3.0, 3.0, 2.0, 2.0, 2.0], workers=2) == 7.0  # 3+2+2 on one, 3+2 on the other
     assert makespan([3.0, 3.0, 2.0, 2.0, 2.0], workers=1) == 12.0
@@ -336,6 +375,21 @@ def test_estimate_times_every_row_and_task_and_runs_no_job(tmp_path, capsys):
         assert re.search(rf"\[bench\]   {re.escape(name)}: retrieval [\d.]+ s, multiple_choice [\d.]+ s per step", printed)
     assert re.search(r"estimate: about \d+ s for 14 jobs on 1 worker", printed)  # zero-shot once, 3 rows x 2 x 2
     assert not list((out / "jobs").rglob("result.json")) and not (out / "results.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.video
+def test_the_tiny_preset_prints_its_headline_not_its_tables(tmp_path, capsys):
+    from vl_adapters.cli import main
+
+    out = tmp_path / "tiny"
+    assert main(["bench", "--tiny", "--adapters", "temporal_transformer", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "In this run the best row on temporal multiple choice is" in printed
+    assert "| row |" not in printed and "| row |" in (out / "results.md").read_text()
+    assert (out / "config.yaml").exists()  # the preset's config, to run again with --config
+    data = json.loads((out / "results.json").read_text())
+    assert data["meta"]["synthetic"] and [r["name"] for r in data["rows"]][3] == "temporal_transformer"
 
 
 def test_perf_suite_writes_a_table_and_json(tmp_path):

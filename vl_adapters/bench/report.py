@@ -253,8 +253,9 @@ def _pyplot():
     return plt
 
 
-def bar_chart(path: Path, summary: dict) -> None:
-    """The report columns that are percentages, grouped by row; the legend sits below the axes."""
+def bar_chart(path: Path, summary: dict) -> dict:
+    """The report columns that are percentages, grouped by row; the legend sits below the axes (returns
+    where, in axes coordinates, for the test that it covers no bar)."""
     plt = _pyplot()
     keys = [f"{task}/{c}" for task in summary["meta"]["tasks"] for c in report_columns(summary, task)
             if not c.endswith(("MdR", "MnR"))][:8]
@@ -270,20 +271,25 @@ def bar_chart(path: Path, summary: dict) -> None:
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("% (mean ± std over seeds)")
     ax.set_title(f"vl-adapters bench ({summary['meta']['dataset']}, {summary['meta']['backbone']})")
+    placed = {}
     if keys:
-        ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.28))
+        legend = ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.28))
+        fig.canvas.draw()
+        box = legend.get_window_extent().transformed(ax.transAxes.inverted())
+        placed = {"legend_top": box.y1, "bars": len(keys)}
     fig.tight_layout()
     fig.savefig(path, dpi=100, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
+    return placed
 
 
-def loss_curves(path: Path, summary: dict, task: str) -> None:
+def loss_curves(path: Path, summary: dict, task: str) -> list[tuple]:
     """Training loss against step, the mean over seeds of each trained row, each row its own colour and
-    dash; the legend sits beside the axes."""
+    dash; the legend sits beside the axes. Returns each drawn line's (colour, dash)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 4.5))
     colours, dashes = plt.get_cmap("tab20").colors, ("-", "--", ":", "-.")
-    drawn = 0
+    drawn, styles = 0, []
     for row in summary["rows"]:
         curves = [run["loss_curve"][task] for run in row["runs"] if run["loss_curve"].get(task)]
         if not curves:
@@ -291,8 +297,9 @@ def loss_curves(path: Path, summary: dict, task: str) -> None:
         length = min(len(c) for c in curves)
         steps = [curves[0][i][0] for i in range(length)]
         mean = [sum(c[i][1] for c in curves) / len(curves) for i in range(length)]
-        ax.plot(steps, mean, label=row["name"], linewidth=1.2, color=colours[drawn % len(colours)],
-                linestyle=dashes[(drawn // len(colours)) % len(dashes)])
+        style = (colours[drawn % len(colours)], dashes[(drawn // len(colours)) % len(dashes)])
+        ax.plot(steps, mean, label=row["name"], linewidth=1.2, color=style[0], linestyle=style[1])
+        styles.append(style)
         drawn += 1
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("training loss (task + auxiliary), mean of seeds")
@@ -302,3 +309,4 @@ def loss_curves(path: Path, summary: dict, task: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
+    return styles

@@ -169,7 +169,9 @@ def _confirm(seconds: float, log) -> None:
     message = (f"the grid is estimated at {duration(seconds)}; run it with --yes (or fewer rows with --adapters, "
                "or --estimate to see the cost per row)")
     if not sys.stdin.isatty():
-        raise RuntimeError(message)
+        from .config import BenchError
+
+        raise BenchError(message)
     answer = input(f"[bench] {message}. Start now? [y/N] ").strip().lower()
     if answer not in ("y", "yes"):
         raise SystemExit(0)
