@@ -82,6 +82,6 @@ def _run_cli(args) -> int:
         raise ValueError("--full, --tiny and --data-dir choose the synthetic preset; they do not apply with --config")
     # flushed at once: a run's output is often a pipe or a file, and a worker's lines would otherwise wait
     # in its buffer for hours
-    run_bench(args.out, config=args.config, preset=preset, changes=changes, data_dir=args.data_dir,
-              estimate_only=args.estimate, yes=args.yes, log=functools.partial(print, flush=True))
-    return 0
+    result = run_bench(args.out, config=args.config, preset=preset, changes=changes, data_dir=args.data_dir,
+                       estimate_only=args.estimate, yes=args.yes, log=functools.partial(print, flush=True))
+    return 1 if result.get("failed") else 0  # the table is written either way; the failed jobs are named
