@@ -45,6 +45,7 @@ def _msrvtt_fixture(root, num_videos=6):
     (root / "MSRVTT_JSFUSION_test.csv").write_text("key,vid_key,video_id,sentence\n" + "\n".join(rows) + "\n")
 
 
+@pytest.mark.determinism
 def test_extract_train_resume_and_eval_end_to_end(tmp_path, capsys):
     import json
 

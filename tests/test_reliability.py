@@ -236,6 +236,7 @@ def _crash_on_replace(monkeypatch, number):
     return calls
 
 
+@pytest.mark.determinism
 def test_extract_interrupted_during_its_final_renames_resumes_to_the_same_arrays(tiny_backbone, tmp_path,
                                                                                   monkeypatch):
     from vl_adapters.data.cache import FeatureCache, extract_features
@@ -263,6 +264,7 @@ def test_extract_interrupted_during_its_final_renames_resumes_to_the_same_arrays
             assert np.array_equal(getattr(resumed, name), getattr(whole, name)), (crash_at, name)
 
 
+@pytest.mark.determinism
 def test_checkpoint_survives_a_crash_between_any_two_renames(tiny_backbone, tmp_path, monkeypatch):
     from vl_adapters.train.checkpoint import save_checkpoint
 
@@ -289,6 +291,7 @@ def test_checkpoint_survives_a_crash_between_any_two_renames(tiny_backbone, tmp_
     assert kept >= 10  # every file write and each directory rename was a crash point
 
 
+@pytest.mark.determinism
 def test_resumed_run_does_not_repeat_metrics_lines(tiny_backbone, tmp_path, monkeypatch):
     whole = _trainer(tiny_backbone, tmp_path / "whole", epochs=3)
     whole.fit()

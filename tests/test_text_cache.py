@@ -61,6 +61,7 @@ def test_each_distinct_text_goes_through_the_tower_once(tiny_backbone, monkeypat
     assert torch.equal(first.input_ids, direct.input_ids[:, :longest])
 
 
+@pytest.mark.determinism
 def test_features_do_not_depend_on_the_texts_encoded_alongside(tiny_backbone):
     # a resumed run encodes other groups of texts than an uninterrupted one; the features must match bit for bit
     alone = TextFeatureStore().features(tiny_backbone, ["a red circle moves left"])

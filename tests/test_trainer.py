@@ -61,6 +61,7 @@ def test_full_run_writes_the_run_directory(tiny_backbone, tmp_path):
         assert torch.equal(v, trainer.model.adapter_state_dict()[k])
 
 
+@pytest.mark.determinism
 @pytest.mark.parametrize("accumulation", [1, 2])
 def test_stopped_and_resumed_run_is_bit_identical(tiny_backbone, tmp_path, accumulation):
     whole = _trainer(tiny_backbone, tmp_path / "whole", **{"optim.accumulation": accumulation})
