@@ -331,6 +331,9 @@ def test_atomic_files_and_checkpoints_follow_the_umask(tiny_backbone, tmp_path):
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644  # mkstemp gave 0o600
     assert (tmp_path / "ckpt").stat().st_mode & 0o777 == 0o755  # mkdtemp gave 0o700
     assert (tmp_path / "ckpt" / "state.json").stat().st_mode & 0o777 == 0o644
+    written = sorted((tmp_path / "ckpt").iterdir())
+    assert {p.suffix for p in written} == {".json", ".safetensors"}
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in written} == {p.name: "0o644" for p in written}
 
 
 # ---- 9. the command line: one clear line, exit 2; skipped videos and dropped rows reported -----------
