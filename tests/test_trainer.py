@@ -162,3 +162,14 @@ def test_every_epochs_evaluation_reports_the_configured_normalisation(tiny_backb
     assert "t2v_R@1" in metrics and f"{normalise}/t2v_R@1" in metrics
     logged = [r for r in read_metrics_log(tmp_path / "run") if r["kind"] == "eval"]
     assert f"{normalise}/t2v_R@1" in logged[-1]
+
+
+def test_a_split_whose_every_video_is_skipped_stops_the_run_saying_so(tiny_backbone, tmp_path):
+    from vl_adapters.train.data import NothingLeftError
+
+    with pytest.raises(NothingLeftError, match=r"all 10 video\(s\) of the split to train on were skipped \(10 corrupt\)"):
+        _trainer(tiny_backbone, tmp_path / "a", dataset=ToyRetrievalDataset(10, bad=tuple(range(10)))).fit()
+    trainer = _trainer(tiny_backbone, tmp_path / "b")
+    trainer.eval_dataset = ToyRetrievalDataset(4, bad=(0, 1, 2, 3))
+    with pytest.raises(NothingLeftError, match=r"all 4 video\(s\) of the split to evaluate were skipped .*video0.mp4"):
+        trainer.fit()

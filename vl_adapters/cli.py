@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def input_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "what the user gave is wrong" (not a bug): one line and exit status 2."""
+    from vl_adapters.backbones.base import BackboneWeightsError
     from vl_adapters.core.config import ConfigError
     from vl_adapters.core.features import FeatureShapeError
     from vl_adapters.core.model import BackboneMismatchError, CacheRefusedError, CompositionError
@@ -64,10 +65,11 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from vl_adapters.data.base import AnnotationError, BadVideoError
     from vl_adapters.data.cache import StaleCacheError
     from vl_adapters.train.data import BadVideoError as TrainBadVideoError
+    from vl_adapters.train.data import NothingLeftError
 
-    return (ConfigError, FeatureShapeError, BackboneMismatchError, CacheRefusedError, CompositionError,
-            RegistryError, AnnotationError, BadVideoError, TrainBadVideoError, StaleCacheError,
-            FileNotFoundError, NotADirectoryError)
+    return (BackboneWeightsError, ConfigError, FeatureShapeError, BackboneMismatchError, CacheRefusedError,
+            CompositionError, RegistryError, AnnotationError, BadVideoError, TrainBadVideoError, NothingLeftError,
+            StaleCacheError, FileNotFoundError, NotADirectoryError)
 
 
 def one_line(error: BaseException) -> str:

@@ -132,6 +132,26 @@ def skipped_report(skipped: list[dict]) -> dict:
             "videos": skipped}
 
 
+class NothingLeftError(ValueError):
+    """Every video of a split was skipped (or it has no samples): nothing is left to train on or evaluate."""
+
+
+def nothing_left(dataset, skipped: list[dict], doing: str) -> NothingLeftError:
+    """The error that says why a split left nothing to `doing` ("train on", "evaluate"): its skipped
+    videos by reason, the first one's path, and where the annotation's relative video paths resolve."""
+    videos = list({entry["video_id"]: entry for entry in skipped}.values())
+    if not videos:
+        return NothingLeftError(f"the split to {doing} has no samples, so nothing was left to {doing}")
+    counts: dict[str, int] = {}
+    for entry in videos:
+        counts[skip_reason(entry["reason"])] = counts.get(skip_reason(entry["reason"]), 0) + 1
+    where = getattr(getattr(dataset, "dataset", dataset), "video_dir", None)
+    hint = f"; the annotation's relative video paths resolve under {where}/" if where is not None else ""
+    reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
+    return NothingLeftError(f"all {len(videos)} video(s) of the split to {doing} were skipped ({reasons}), so "
+                            f"nothing was left to {doing} (the first: {videos[0]['reason']}){hint}")
+
+
 def dropped_rows(dataset) -> dict:
     """Annotation rows a dataset dropped in lenient mode (strict_annotations=False): count and messages."""
     dataset = getattr(dataset, "dataset", dataset)  # a CachedDataset wraps the dataset

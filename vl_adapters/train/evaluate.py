@@ -10,7 +10,7 @@ import torch
 from ..core.features import TextFeatures, VideoFeatures, concat_text_features, concat_video_features
 from ..tasks.metrics import accuracy_metrics, retrieval_metrics
 from ..tasks.normalise import normalised_retrieval_metrics, parse_options
-from .data import BadVideoError, batch_size_of, make_loader, skipped_of
+from .data import BadVideoError, batch_size_of, make_loader, nothing_left, skipped_of
 
 
 def default_metric(task: str) -> str:
@@ -56,12 +56,14 @@ def _evaluate(model, dataset, *, batch_size, num_workers, rerank_k, on_bad_video
     texts: list[TextFeatures] = []
     owners: list[int] = []
     predicted, answers, kinds = [], [], []
+    skipped_here: list[dict] = []
     for batch in tqdm(loader, desc="eval", disable=not progress, unit="batch"):
         for entry in skipped_of(batch):
             if on_bad_video == "raise":
                 raise BadVideoError(f"eval: video {entry['video_id']!r} could not be read: {entry['reason']}")
+            skipped_here.append({**entry, "split": "eval"})
             if skipped is not None:
-                skipped.append({**entry, "split": "eval"})
+                skipped.append(skipped_here[-1])
         if batch_size_of(batch) == 0:
             continue
         with cast:
@@ -82,9 +84,9 @@ def _evaluate(model, dataset, *, batch_size, num_workers, rerank_k, on_bad_video
                 predicted.append(out.scores.float().argmax(-1).cpu())
                 answers.append(labels.cpu())
                 kinds.extend(batch.get("question_type") or [""] * len(labels))
+    if not texts and not predicted:
+        raise nothing_left(dataset, skipped_here, "evaluate")
     if task == "retrieval":
-        if not texts:
-            return {}
         order = sorted(videos)
         column = {vi: j for j, vi in enumerate(order)}
         video_all = concat_video_features([videos[vi] for vi in order])
@@ -104,8 +106,6 @@ def _evaluate(model, dataset, *, batch_size, num_workers, rerank_k, on_bad_video
                                              adapted=model.uses_backbone_adapters)
             metrics.update(normalised_retrieval_metrics(sims, truth, normalise, options, text_bank_sims=bank))
         return metrics
-    if not predicted:
-        return {}
     typed = [k for k in kinds if k]
     return accuracy_metrics(torch.cat(predicted), torch.cat(answers),
                             kinds if len(typed) == len(kinds) else None)

@@ -27,6 +27,7 @@ from .data import (
     batches_per_epoch,
     dropped_rows,
     make_loader,
+    nothing_left,
     skipped_of,
     skipped_report,
 )
@@ -223,13 +224,14 @@ class Trainer:
             self.model.train()
             bar = tqdm(total=self.batches, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                        disable=not show_progress(cfg.progress), unit="batch")
-            pending = 0
+            pending, had_data = 0, False
             for batch in loader:
                 self.state["batch_in_epoch"] += 1
                 bar.update(1)
                 self._note_skipped(batch, "train")
                 last_of_epoch = self.state["batch_in_epoch"] == self.batches
                 if self._every_rank_has_data(batch):
+                    had_data = True
                     sync = pending + 1 == accumulation or last_of_epoch
                     context = self.ddp.no_sync() if (self.ddp is not None and not sync) else _null()
                     with context:
@@ -251,6 +253,8 @@ class Trainer:
                         stopped = True
                         break
             bar.close()
+            if not had_data and not skip:
+                raise nothing_left(self.train_dataset, [e for e in self.skipped if e["split"] == "train"], "train on")
             if not stopped:
                 self.state["epoch"] += 1
                 self.state["batch_in_epoch"] = 0

@@ -96,6 +96,7 @@ class JSONLDataset(VideoTextDataset):
             task = infer_task(rows[0][1])
         self.task = task
         directory = video_directory(root, video_dir, ("videos",))
+        self.video_dir = directory  # where the rows' relative paths resolve (said when none is found)
         rows = [(line, row) for line, row in rows if check_row(path, line, row, task, notes)]
         vocab = lookup = None
         if task == "open_qa":
