@@ -57,6 +57,7 @@ def _evaluate(model, dataset, *, batch_size, num_workers, rerank_k, on_bad_video
     owners: list[int] = []
     predicted, answers, kinds = [], [], []
     skipped_here: list[dict] = []
+    nonfinite = 0  # scores of the QA heads that were NaN or infinite
     for batch in tqdm(loader, desc="eval", disable=not progress, unit="batch"):
         for entry in skipped_of(batch):
             if on_bad_video == "raise":
@@ -82,6 +83,7 @@ def _evaluate(model, dataset, *, batch_size, num_workers, rerank_k, on_bad_video
                 labels = batch.pop("answer")
                 out = model(batch)
                 predicted.append(out.scores.float().argmax(-1).cpu())
+                nonfinite += int((~torch.isfinite(out.scores)).sum())
                 answers.append(labels.cpu())
                 kinds.extend(batch.get("question_type") or [""] * len(labels))
     if not texts and not predicted:
@@ -98,6 +100,7 @@ def _evaluate(model, dataset, *, batch_size, num_workers, rerank_k, on_bad_video
                 sims = model.similarity(text_all, video_all, rerank_k=rerank_k)
         truth = torch.tensor([column[o] for o in owners])
         metrics = retrieval_metrics(sims.float(), truth)
+        _note_nonfinite(metrics, int((~torch.isfinite(sims)).sum()))
         if normalise != "none":
             bank = None
             if normalise == "qb_norm":
@@ -107,8 +110,16 @@ def _evaluate(model, dataset, *, batch_size, num_workers, rerank_k, on_bad_video
             metrics.update(normalised_retrieval_metrics(sims, truth, normalise, options, text_bank_sims=bank))
         return metrics
     typed = [k for k in kinds if k]
-    return accuracy_metrics(torch.cat(predicted), torch.cat(answers),
-                            kinds if len(typed) == len(kinds) else None)
+    metrics = accuracy_metrics(torch.cat(predicted), torch.cat(answers), kinds if len(typed) == len(kinds) else None)
+    return _note_nonfinite(metrics, nonfinite)
+
+
+def _note_nonfinite(metrics: dict, count: int) -> dict:
+    """Add "nonfinite_scores" (how many scores were NaN or infinite) to `metrics` when there are any: the
+    metrics still rank them (last), but such a model is broken and is never kept as the best."""
+    if count:
+        metrics["nonfinite_scores"] = count
+    return metrics
 
 
 def _querybank_scores(model, queries: list[str], video: VideoFeatures, *, rerank_k, adapted: bool,

@@ -35,6 +35,11 @@ from .evaluate import default_metric, evaluate
 from .schedule import WarmupCosine
 
 
+# A run that skipped more than this fraction of the optimiser steps it tried (on non-finite losses or
+# gradients, nonfinite_loss: skip) diverged rather than met a few bad batches: it ends as failed.
+MOST_SKIPPED = 0.5
+
+
 class NonFiniteError(RuntimeError):
     """The loss, the gradients or the adapter weights stopped being finite numbers."""
 
@@ -263,8 +268,19 @@ class Trainer:
                     self._log({"kind": "eval", "step": self.state["step"], "epoch": epoch, **metrics})
                     self._maybe_best(metrics)
             self._save("last")
+        self._stop_if_diverged()
         self._write_report(metrics, stopped)
         return metrics
+
+    def _stop_if_diverged(self) -> None:
+        """A run (nonfinite_loss: skip) that skipped most of what it tried did not train: stop it as failed."""
+        skipped = len(self.state["nonfinite_skipped"])
+        tried = self.state["step"] + skipped
+        if skipped and skipped > MOST_SKIPPED * tried:
+            self._stop_nonfinite(
+                f"the run skipped {skipped} of its {tried} optimiser steps on non-finite losses or gradients "
+                f"(nonfinite_loss: skip), more than {MOST_SKIPPED:.0%}: it diverged; lower optim.lr. The "
+                "checkpoints were written; 'best' holds only an evaluation with finite scores, if any")
 
     def _every_rank_has_data(self, batch) -> bool:
         """False when this batch (or, under DDP, any rank's batch) lost every video: all ranks skip it
@@ -341,7 +357,7 @@ class Trainer:
         if name not in metrics:
             raise KeyError(f"eval.metric {name!r} is not among the evaluation's metrics {sorted(metrics)}")
         value = metrics[name]
-        if not math.isfinite(value):  # never the best: a NaN compares false both ways
+        if not math.isfinite(value) or metrics.get("nonfinite_scores"):  # a model scoring NaN is never the best
             return
         lower_is_better = name.endswith(("MdR", "MnR"))
         best = self.state["best_value"]
