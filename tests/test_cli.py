@@ -92,3 +92,42 @@ def test_stale_cache_stops_train_with_a_clear_message(tmp_path, capsys):
     assert code == 2
     assert "num_frames: cache has 4, run expects 6" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def _jsonl_fixture(root, splits=("train", "test")):
+    """A JSONL dataset of real video files: 4 videos, one caption each, the same rows in every split."""
+    import json
+
+    from videos import write_video
+
+    rows = []
+    for i, colour in enumerate(("red", "blue", "green", "yellow")):
+        write_video(root / "videos" / f"v{i}.mp4", num_frames=4 + i, height=32, width=32)
+        rows.append(json.dumps({"video": f"v{i}.mp4", "text": f"a {colour} clip number {i}"}))
+    for split in splits:
+        (root / f"{split}.jsonl").write_text("\n".join(rows) + "\n")
+    return root
+
+
+JSONL_TRAIN = ["--dataset", "jsonl", "--backbone", "tiny", "--adapters", "temporal_transformer", "--device", "cpu",
+               "--num-workers", "0", "--num-frames", "2", "--epochs", "1", "--batch-size", "2", "--no-progress"]
+
+
+def test_a_second_train_into_a_run_directory_is_refused_unless_resume_or_overwrite(tmp_path, capsys):
+    pytest.importorskip("av")
+    root, run = _jsonl_fixture(tmp_path / "data"), tmp_path / "run"
+    train = ["train", "--root", str(root), "--run-dir", str(run), *JSONL_TRAIN]
+    assert main(train) == 0
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(train) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "already holds a run" in err and "--overwrite" in err and "--resume" in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files  # untouched
+    (run / "checkpoints" / "best" / "stray.txt").write_text("from the first run")
+    assert main([*train, "--overwrite"]) == 0
+    metrics = (run / "metrics.jsonl").read_text().splitlines()
+    assert metrics and len(metrics) == len(files[run / "metrics.jsonl"].decode().splitlines())  # not appended
+    assert not (run / "checkpoints" / "best" / "stray.txt").exists()
+    with pytest.raises(SystemExit):
+        main([*train, "--overwrite", "--resume"])

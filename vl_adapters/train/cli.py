@@ -13,6 +13,7 @@ examples:
   vl-adapters train --config examples/configs/msrvtt.yaml --root /data/msrvtt --cache /data/msrvtt_cache \\
       --epochs 5 --set optim.lr=3e-4 --set data.batch_size=64
   vl-adapters train --run-dir runs/msrvtt --resume           # continue an interrupted run exactly
+  vl-adapters train --config examples/configs/msrvtt.yaml --overwrite   # replace the run in its run_dir
   torchrun --nproc-per-node 4 -m vl_adapters.cli train --config examples/configs/msrvtt.yaml
 
 Every key of the YAML file can be overridden with --set section.key=value (values are read as YAML);
@@ -64,8 +65,13 @@ def register(sub) -> None:
     train.add_argument("--config", help="YAML (or JSON) training config, e.g. examples/configs/msrvtt.yaml")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override any config key, e.g. --set optim.warmup_ratio=0.05 (repeatable)")
-    train.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+    again = train.add_mutually_exclusive_group()
+    again.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                        help="continue from <run-dir>/checkpoints/last (or the given checkpoint directory)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="start afresh in a run directory that already holds a run: its checkpoints, "
+                            "metrics.jsonl, report.json and config files are removed first (without --resume or "
+                            "--overwrite such a directory is refused)")
     train.add_argument("--run-dir", help="where checkpoints, logs and the report go")
     train.add_argument("--dataset", help="a registered dataset (`vl-adapters list` shows them: msrvtt, didemo, "
                                          "activitynet, lsmdc, nextqa, jsonl, ...)")
@@ -169,7 +175,7 @@ def cmd_train(args) -> int:
         config_path = Path(args.run_dir) / "config.yaml"
     config = load_config(config_path, _overrides(args))
     check_dataset(config.data.dataset, config.data.root, "data.root (--root)")
-    trainer = train(config, resume=args.resume)
+    trainer = train(config, resume=args.resume, overwrite=args.overwrite)
     dropped = {"count": 0, "rows": []}
     for dataset in (trainer.train_dataset, trainer.eval_dataset):
         found = dropped_rows(dataset) if dataset is not None else {"count": 0, "rows": []}

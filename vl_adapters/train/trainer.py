@@ -7,6 +7,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from ..core import distributed
+from ..core.config import ConfigError
 from ..core.io import load_json, remove_orphans, save_json, save_text
 from ..core.model import CacheRefusedError
 from .checkpoint import find_checkpoint, load_checkpoint, recover_checkpoints, save_checkpoint
@@ -33,7 +35,6 @@ from .data import (
 )
 from .evaluate import default_metric, evaluate
 from .schedule import WarmupCosine
-
 
 # A run that skipped more than this fraction of the optimiser steps it tried (on non-finite losses or
 # gradients, nonfinite_loss: skip) diverged rather than met a few bad batches: it ends as failed.
@@ -421,7 +422,25 @@ class _null:
         return False
 
 
-def train(config: TrainConfig, *, resume: bool | str = False, **kwargs) -> Trainer:
+RUN_FILES = ("checkpoints", "metrics.jsonl", "report.json", "config.json", "config.yaml")  # what a run writes
+
+
+def train(config: TrainConfig, *, resume: bool | str = False, overwrite: bool = False, **kwargs) -> Trainer:
+    """Build a Trainer and fit it. A run directory that already holds a run is refused unless `resume`
+    (continue it) or `overwrite` (its run files, RUN_FILES, are removed first and the run starts afresh)."""
+    run_dir = Path(config.run_dir)
+    held = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if held and not resume:
+        if not overwrite:
+            raise ConfigError(f"run_dir {str(run_dir)!r} already holds a run ({', '.join(held)}); pass --resume to "
+                              "continue it, --overwrite to replace it, or choose another --run-dir")
+        init_distributed()
+        if distributed.rank() == 0:
+            for name in held:
+                path = run_dir / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if distributed.is_distributed():
+            dist.barrier()
     trainer = Trainer(config, **kwargs)
     if resume:
         trainer.resume(None if resume is True else resume)
