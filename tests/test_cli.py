@@ -131,3 +131,31 @@ def test_a_second_train_into_a_run_directory_is_refused_unless_resume_or_overwri
     assert not (run / "checkpoints" / "best" / "stray.txt").exists()
     with pytest.raises(SystemExit):
         main([*train, "--overwrite", "--resume"])
+
+
+def test_the_best_checkpoint_is_chosen_on_val_when_there_is_one_and_test_is_reported_apart(tmp_path, capsys):
+    import json
+
+    pytest.importorskip("av")
+    with_val = _jsonl_fixture(tmp_path / "with_val", splits=("train", "val", "test"))
+    (with_val / "test.jsonl").write_text((with_val / "test.jsonl").read_text().replace("number", "test"))
+    assert main(["train", "--root", str(with_val), "--run-dir", str(tmp_path / "a"), *JSONL_TRAIN]) == 0
+    out, err = capsys.readouterr()
+    summary, report = json.loads(out.splitlines()[-1]), json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["model_selection"] == {"split": "val", "note": None} and summary["selected_on"] == "val"
+    assert report["test"]["split"] == "test" and "t2v_R@1" in report["test"]["metrics"]
+    assert summary["test"] == {"test": report["test"]["metrics"]} and "note" not in err
+    logged = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in logged if r["kind"] in ("eval", "test")] == ["eval", "test"]
+
+    without = _jsonl_fixture(tmp_path / "without_val")
+    assert main(["train", "--root", str(without), "--run-dir", str(tmp_path / "b"), *JSONL_TRAIN]) == 0
+    out, err = capsys.readouterr()
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert report["model_selection"]["split"] == "test" and report["test"] is None
+    assert "chosen on the test split 'test'" in report["model_selection"]["note"] and "no validation split" in err
+    assert json.loads(out.splitlines()[-1])["selected_on"] == "test"
+    # an explicit eval_split: test keeps working, and says that a val split was there
+    assert main(["train", "--root", str(with_val), "--run-dir", str(tmp_path / "c"), *JSONL_TRAIN,
+                 "--set", "data.eval_split=test"]) == 0
+    assert "although the dataset has a 'val' split" in capsys.readouterr().err

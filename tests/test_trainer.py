@@ -182,12 +182,12 @@ def test_a_diverged_run_keeps_no_nan_best_and_ends_as_failed(tiny_backbone, tmp_
     with pytest.raises(NonFiniteError, match=r"skipped 5 of its 6 optimiser steps .*more than 50%: it diverged"):
         trainer.fit()
     evals = [r for r in read_metrics_log(tmp_path / "run") if r["kind"] == "eval"]
-    assert evals and all(r["nonfinite_scores"] == 36 and r["t2v_R@1"] == 0.0 for r in evals)  # 6 texts x 6 videos
+    assert evals and all(r["nan_scores"] == 36 and r["t2v_R@1"] == 0.0 for r in evals)  # 6 texts x 6 videos
     assert not (tmp_path / "run" / "checkpoints" / "best").exists()  # R@1 = 0.0 of NaN scores is no best
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert not report["finished"] and "diverged" in report["error"] and report["best"]["value"] is None
     # a finite evaluation is kept as best; one with NaN scores after it never replaces it
     trainer = _trainer(tiny_backbone, tmp_path / "other")
     trainer._maybe_best({"t2v_R@1": 10.0})
-    trainer._maybe_best({"t2v_R@1": 50.0, "nonfinite_scores": 3})
+    trainer._maybe_best({"t2v_R@1": 50.0, "nan_scores": 3})
     assert trainer.state["best_value"] == 10.0

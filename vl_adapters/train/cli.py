@@ -24,7 +24,7 @@ counts) and checkpoints/{last,best}. See docs/training.md.
 
 EVAL_EXAMPLES = """\
 examples:
-  vl-adapters eval --run runs/msrvtt                       # best checkpoint, the run's eval split
+  vl-adapters eval --run runs/msrvtt                       # best checkpoint, the run's test split
   vl-adapters eval --run runs/msrvtt --checkpoint last --rerank-k 0
   vl-adapters eval --adapters runs/msrvtt/checkpoints/best --dataset msrvtt --root /data/msrvtt --split test
   vl-adapters eval --run runs/msrvtt --normalise qb_norm --querybank train   # + qb_norm/* beside the raw metrics
@@ -106,7 +106,7 @@ def register(sub) -> None:
     ev.add_argument("--checkpoint", default="best", help="best | last (with --run; default best)")
     ev.add_argument("--dataset", help="dataset name (default: the run's)")
     ev.add_argument("--root", help="dataset directory (default: the run's)")
-    ev.add_argument("--split", help="split to evaluate (default: the run's eval split)")
+    ev.add_argument("--split", help="split to evaluate (default: the run's data.test_split, test)")
     ev.add_argument("--cache", help="feature cache directory (one subdir per split)")
     ev.add_argument("--num-frames", type=int)
     ev.add_argument("--batch-size", type=int, default=None)
@@ -177,12 +177,17 @@ def cmd_train(args) -> int:
     check_dataset(config.data.dataset, config.data.root, "data.root (--root)")
     trainer = train(config, resume=args.resume, overwrite=args.overwrite)
     dropped = {"count": 0, "rows": []}
-    for dataset in (trainer.train_dataset, trainer.eval_dataset):
+    for dataset in (trainer.train_dataset, trainer.eval_dataset, trainer.test_dataset):
         found = dropped_rows(dataset) if dataset is not None else {"count": 0, "rows": []}
         dropped = {"count": dropped["count"] + found["count"], "rows": dropped["rows"] + found["rows"]}
     report_skipped("train", trainer.skipped, dropped, trainer.run_dir / "report.json", write=False)
-    print(json.dumps({"run_dir": str(trainer.run_dir), "step": trainer.state["step"],
-                      "best": {trainer.state["best_metric"]: trainer.state["best_value"]}}))
+    if trainer.selection_note:
+        print(f"vl-adapters train: note: {trainer.selection_note}", file=sys.stderr)
+    summary = {"run_dir": str(trainer.run_dir), "step": trainer.state["step"],
+               "best": {trainer.state["best_metric"]: trainer.state["best_value"]}, "selected_on": trainer.eval_split}
+    if trainer.test_result is not None:
+        summary["test"] = {trainer.test_result["split"]: trainer.test_result["metrics"]}
+    print(json.dumps(summary))
     return 0
 
 
@@ -254,7 +259,7 @@ def cmd_eval(args) -> int:
         directory = Path(args.adapters)
     d = config.data
     dataset_name, root = args.dataset or d.dataset, args.root or d.root
-    split, num_frames = args.split or d.eval_split, args.num_frames or d.num_frames
+    split, num_frames = args.split or d.test_split, args.num_frames or d.num_frames
     check_dataset(dataset_name, root, "--root")
     normalise = args.normalise or config.eval.normalise
     normalise_options = dict(config.eval.normalise_options) if normalise == config.eval.normalise else {}

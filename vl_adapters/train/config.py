@@ -22,7 +22,11 @@ class DataConfig:
     dataset: str = "jsonl"  # a name build_dataset knows: msrvtt, msvd, msrvtt_qa, msvd_qa, sutd_trafficqa, ...
     root: str = ""  # the dataset's directory, laid out as its public release ships it
     train_split: str = "train"
-    eval_split: str = "test"
+    # The split evaluated after each epoch, which picks the best checkpoint. "auto": the dataset's validation
+    # split when it has one apart from its test split (jsonl: root/val.jsonl), else test_split, which the
+    # output and report.json then say (its metrics are optimistic: they chose the model).
+    eval_split: str = "auto"
+    test_split: str = "test"  # evaluated with the best checkpoint at the end when it is not eval_split
     num_frames: int = 12
     sampler: str = "uniform"
     batch_size: int = 32

@@ -132,6 +132,26 @@ def skipped_report(skipped: list[dict]) -> dict:
             "videos": skipped}
 
 
+def selection_split(data) -> tuple[str, str | None]:
+    """The split that picks the best checkpoint (`data.eval_split` with "auto" resolved; `data` is a
+    DataConfig) and, when that is the test split, a note saying so."""
+    from ..data import DATASETS, dataset_class
+
+    known = data.dataset in DATASETS and bool(str(data.root))
+    val = dataset_class(data.dataset).validation_split(data.root) if known else None
+    split = (val or data.test_split) if data.eval_split == "auto" else data.eval_split
+    if split != data.test_split:
+        return split, None
+    if data.eval_split == "auto":
+        why = f"the {data.dataset} dataset at {data.root} has no validation split apart from it"
+    elif val is not None:
+        why = f"data.eval_split is {split!r} although the dataset has a {val!r} split"
+    else:
+        why = f"data.eval_split is {split!r}"
+    return split, (f"the best checkpoint is chosen on the test split {split!r} ({why}), so the metrics it reports "
+                   "are optimistic; give the dataset a validation split (jsonl: root/val.jsonl) to choose on that")
+
+
 class NothingLeftError(ValueError):
     """Every video of a split was skipped (or it has no samples): nothing is left to train on or evaluate."""
 

@@ -57,7 +57,7 @@ def _evaluate(model, dataset, *, batch_size, num_workers, rerank_k, on_bad_video
     owners: list[int] = []
     predicted, answers, kinds = [], [], []
     skipped_here: list[dict] = []
-    nonfinite = 0  # scores of the QA heads that were NaN or infinite
+    nan_scores = 0  # NaN scores of the QA heads (masked candidates are -inf, which is no fault)
     for batch in tqdm(loader, desc="eval", disable=not progress, unit="batch"):
         for entry in skipped_of(batch):
             if on_bad_video == "raise":
@@ -83,7 +83,7 @@ def _evaluate(model, dataset, *, batch_size, num_workers, rerank_k, on_bad_video
                 labels = batch.pop("answer")
                 out = model(batch)
                 predicted.append(out.scores.float().argmax(-1).cpu())
-                nonfinite += int((~torch.isfinite(out.scores)).sum())
+                nan_scores += int(out.scores.isnan().sum())
                 answers.append(labels.cpu())
                 kinds.extend(batch.get("question_type") or [""] * len(labels))
     if not texts and not predicted:
@@ -100,7 +100,7 @@ def _evaluate(model, dataset, *, batch_size, num_workers, rerank_k, on_bad_video
                 sims = model.similarity(text_all, video_all, rerank_k=rerank_k)
         truth = torch.tensor([column[o] for o in owners])
         metrics = retrieval_metrics(sims.float(), truth)
-        _note_nonfinite(metrics, int((~torch.isfinite(sims)).sum()))
+        _note_nan(metrics, int(sims.isnan().sum()))
         if normalise != "none":
             bank = None
             if normalise == "qb_norm":
@@ -111,14 +111,14 @@ def _evaluate(model, dataset, *, batch_size, num_workers, rerank_k, on_bad_video
         return metrics
     typed = [k for k in kinds if k]
     metrics = accuracy_metrics(torch.cat(predicted), torch.cat(answers), kinds if len(typed) == len(kinds) else None)
-    return _note_nonfinite(metrics, nonfinite)
+    return _note_nan(metrics, nan_scores)
 
 
-def _note_nonfinite(metrics: dict, count: int) -> dict:
-    """Add "nonfinite_scores" (how many scores were NaN or infinite) to `metrics` when there are any: the
-    metrics still rank them (last), but such a model is broken and is never kept as the best."""
+def _note_nan(metrics: dict, count: int) -> dict:
+    """Add "nan_scores" (how many scores were NaN) to `metrics` when there are any: the metrics still rank
+    them (last), but such a model is broken and is never kept as the best."""
     if count:
-        metrics["nonfinite_scores"] = count
+        metrics["nan_scores"] = count
     return metrics
 
 

@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from ..core import distributed
 from ..core.config import ConfigError
-from ..core.io import load_json, remove_orphans, save_json, save_text
+from ..core.io import load_json, load_tensors, remove_orphans, save_json, save_text
 from ..core.model import CacheRefusedError
 from .checkpoint import find_checkpoint, load_checkpoint, recover_checkpoints, save_checkpoint
 from .config import TrainConfig
@@ -30,6 +30,7 @@ from .data import (
     dropped_rows,
     make_loader,
     nothing_left,
+    selection_split,
     skipped_of,
     skipped_report,
 )
@@ -93,16 +94,26 @@ class Trainer:
         self.cache_note = "off"
         backbone = model.backbone if model is not None else self._build_backbone()
         size = backbone.dims.image_size
+        d = config.data
+        self.eval_split, self.selection_note = selection_split(d)
+        if eval_dataset is not None:  # the caller chose what to select on
+            self.selection_note = None
         if train_dataset is None:
-            train_dataset = self._build_dataset(config.data.train_split, size=size, train=True)
-        if eval_dataset is None and config.eval.every_epoch and config.data.eval_split:
-            eval_dataset = self._build_dataset(config.data.eval_split, size=size, train=False)
+            train_dataset = self._build_dataset(d.train_split, size=size, train=True)
+        test_dataset = None  # the best checkpoint's test split, when the trainer builds its evaluation itself
+        if eval_dataset is None and config.eval.every_epoch and d.eval_split:
+            eval_dataset = self._build_dataset(self.eval_split, size=size, train=False)
+            if self.eval_split != d.test_split:
+                test_dataset = self._build_dataset(d.test_split, size=size, train=False)
         self.model = model if model is not None else self._build_model(backbone, train_dataset)
-        base = config.data.cache
-        train_cache = train_cache or (Path(base) / config.data.train_split if base else None)
-        eval_cache = eval_cache or (Path(base) / config.data.eval_split if base else None)
+        base = d.cache
+        train_cache = train_cache or (Path(base) / d.train_split if base else None)
+        eval_cache = eval_cache or (Path(base) / self.eval_split if base else None)
         self.train_dataset = self._with_cache(train_dataset, train_cache)
         self.eval_dataset = self._with_cache(eval_dataset, eval_cache) if eval_dataset is not None else None
+        self.test_dataset = (self._with_cache(test_dataset, Path(base) / d.test_split if base else None)
+                             if test_dataset is not None else None)
+        self.test_result: dict | None = None
         params = self.model.trainable_parameters()
         if not params:
             raise ValueError("the model has no trainable parameters: add at least one adapter")
@@ -270,8 +281,28 @@ class Trainer:
                     self._maybe_best(metrics)
             self._save("last")
         self._stop_if_diverged()
+        if not stopped:
+            self._test_best()
         self._write_report(metrics, stopped)
         return metrics
+
+    def _test_best(self) -> None:
+        """The best checkpoint's metrics on the test split, when the best was chosen on another split
+        (logged as kind "test", in report.json's "test"); the model keeps its last weights."""
+        if self.test_dataset is None or self.state["best_value"] is None:
+            return
+        if distributed.is_distributed():
+            dist.barrier()  # rank 0 has written the best checkpoint
+        last = {name: tensor.clone() for name, tensor in self.model.adapter_state_dict().items()}
+        best = find_checkpoint(self.run_dir / "checkpoints" / "best")
+        self.model.load_adapter_state_dict(load_tensors(best / "adapters.safetensors", device=str(self.device)))
+        try:
+            metrics = self.evaluate(self.test_dataset)
+        finally:
+            self.model.load_adapter_state_dict(last)
+        split = self.config.data.test_split
+        self.test_result = {"split": split, "checkpoint": "best", "metrics": metrics}
+        self._log({"kind": "test", "split": split, "checkpoint": "best", "step": self.state["step"], **metrics})
 
     def _stop_if_diverged(self) -> None:
         """A run (nonfinite_loss: skip) that skipped most of what it tried did not train: stop it as failed."""
@@ -333,9 +364,11 @@ class Trainer:
         self._write_report({}, stopped=True, error=message)
         raise NonFiniteError(message)
 
-    def evaluate(self) -> dict:
+    def evaluate(self, dataset=None) -> dict:
+        """Metrics of the model as it is on `dataset` (default: the evaluation split)."""
         e = self.config.eval
-        return evaluate(self.model, self.eval_dataset, batch_size=self.config.data.eval_batch_size,
+        dataset = self.eval_dataset if dataset is None else dataset
+        return evaluate(self.model, dataset, batch_size=self.config.data.eval_batch_size,
                         num_workers=self.config.data.num_workers, rerank_k=e.rerank_k,
                         on_bad_video=self.config.on_bad_video, skipped=self.skipped,
                         progress=show_progress(self.config.progress), autocast=self.device.type == "cuda",
@@ -358,7 +391,7 @@ class Trainer:
         if name not in metrics:
             raise KeyError(f"eval.metric {name!r} is not among the evaluation's metrics {sorted(metrics)}")
         value = metrics[name]
-        if not math.isfinite(value) or metrics.get("nonfinite_scores"):  # a model scoring NaN is never the best
+        if not math.isfinite(value) or metrics.get("nan_scores"):  # a model scoring NaN is never the best
             return
         lower_is_better = name.endswith(("MdR", "MnR"))
         best = self.state["best_value"]
@@ -404,6 +437,8 @@ class Trainer:
             "feature_cache": self.cache_note,
             "trainable_parameters": sum(p.numel() for p in self.model.trainable_parameters()),
             "best": {"metric": self.state["best_metric"], "value": self.state["best_value"]},
+            "model_selection": {"split": self.eval_split, "note": self.selection_note},
+            "test": self.test_result,
             "last_metrics": metrics,
             "skipped_videos": skipped_report(self.skipped),
             "nonfinite_skipped": {"count": len(self.state["nonfinite_skipped"]),

@@ -78,6 +78,7 @@ def check_row(path: Path, line: int, row: dict, task: str, notes: Annotations) -
 
 class JSONLDataset(VideoTextDataset):
     name = "jsonl"
+    validation_files = ("val.jsonl",)
 
     def __init__(self, root: str | Path, split: str = "test", *, task: str | None = None,
                  video_dir: str | Path | None = None, file: str | None = None, strict_annotations: bool = True,
