@@ -161,7 +161,7 @@ ROWS = [
         r"TypeError: .*a list of 2 item\(s\); stack .*torch.stack"),
     Row("frames without the time axis ([B, 3, H, W])", lambda e: e.model.similarity(["a clip"], e.frames[:, 0]),
         r"FeatureShapeError: .*expected shape \[B, T, 3, H, W\]"),
-    Row("frames holding NaN", _nan_frames, r"RuntimeWarning: .*NaN"),
+    Row("frames holding NaN", _nan_frames, r"RuntimeWarning: .*video\(s\) \[0\] of the 2 given hold NaN"),
     Row("a frame mask whose row is all False (a video with no real frame)",
         lambda e: e.model.similarity(["a clip"], e.frames, frame_mask=torch.tensor([[True] * 3, [False] * 3])),
         r"FeatureShapeError: .*video\(s\) \[1\] have no real frame"),
@@ -181,7 +181,7 @@ ROWS = [
         lambda e: e.model.similarity(["a clip"], vla.VideoFeatures(frame_emb=torch.randn(1, 2, 32),
                                                                     frame_mask=torch.ones(1, 2, dtype=torch.bool))),
         r"FeatureShapeError: .*expected width 64"),
-    Row("cached features holding NaN", _nan_features, r"RuntimeWarning: .*NaN"),
+    Row("cached features holding NaN", _nan_features, r"RuntimeWarning: .*video\(s\) \[0, 1\] of the 2 given hold NaN"),
     # training and scoring
     Row("a retrieval batch of one pair", lambda e: e.model({"video": e.frames[:1], "text": ["a clip"]}),
         r"RuntimeWarning: .*no negatives"),

@@ -115,6 +115,25 @@ def test_training_from_the_cache_runs_neither_tower(tiny_backbone, tmp_path, mon
     assert [v["video_id"] for v in report["skipped_videos"]["videos"]] == ["video1"]
 
 
+def test_a_cached_video_with_nan_features_is_skipped_and_reported_by_its_id(tiny_backbone, tmp_path):
+    import warnings
+
+    train_data = ToyRetrievalDataset(9)
+    _extract(tiny_backbone, train_data, tmp_path / "cache" / "train")
+    _extract(tiny_backbone, ToyRetrievalDataset(5, seed=1), tmp_path / "cache" / "test")
+    emb = np.load(tmp_path / "cache" / "train" / "frame_emb.npy", mmap_mode="r+")
+    emb[6, 1, :3] = np.nan  # a broken row, as a failed extraction might leave
+    emb.flush()
+    del emb
+    trainer = _cached_trainer(tiny_backbone, tmp_path, [ADAPTER], train_data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no anonymous NaN warning: the video is named, skipped
+        trainer.fit()
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert [v["video_id"] for v in report["skipped_videos"]["videos"]] == ["video6"]
+    assert "cached features of 'video6' hold NaN values" in report["skipped_videos"]["videos"][0]["reason"]
+
+
 def test_multiple_choice_from_the_cache_runs_neither_tower(tiny_backbone, tmp_path, monkeypatch):
     train_data, eval_data = ToyQADataset(8, task="multiple_choice"), ToyQADataset(4, task="multiple_choice", seed=1)
     _extract(tiny_backbone, train_data, tmp_path / "cache" / "train")

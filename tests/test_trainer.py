@@ -191,3 +191,25 @@ def test_a_diverged_run_keeps_no_nan_best_and_ends_as_failed(tiny_backbone, tmp_
     trainer._maybe_best({"t2v_R@1": 10.0})
     trainer._maybe_best({"t2v_R@1": 50.0, "nan_scores": 3})
     assert trainer.state["best_value"] == 10.0
+
+
+def test_loader_workers_are_capped_to_the_cpus_and_said_once(monkeypatch):
+    import importlib
+    import os
+    import warnings
+
+    from vl_adapters.train.data import make_loader
+
+    collate_module = importlib.import_module("vl_adapters.data.collate")  # the package's `collate` is the function
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(collate_module, "_capped_said", False, raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaders = [make_loader(ToyRetrievalDataset(4), batch_size=2, shuffle=False, seed=0, epoch=0, num_workers=4)
+                   for _ in range(2)]
+        for loader in loaders:
+            loader.check_worker_number_rationality()  # DataLoader's own warning, given on every iterator
+    assert [loader.num_workers for loader in loaders] == [2, 2]
+    assert [str(w.message) for w in caught] == [
+        "num_workers=4 is more than the 2 CPU(s) available here: using 2 DataLoader worker(s)"]

@@ -265,7 +265,9 @@ class Backbone(nn.Module):
         mean, std = self.pixel_mean.flatten().cpu(), self.pixel_std.flatten().cpu()
         reach = float(torch.cat([(1 - mean) / std, mean / std]).max())  # |normalised value| of a [0, 1] pixel
         if low != low or high != high:  # NaN
-            warnings.warn("encode_video: the frames hold NaN values; those videos' features and scores will be NaN",
+            videos = frames.isnan().flatten(1).any(1).nonzero().flatten().tolist()
+            warnings.warn(f"encode_video: the frames of video(s) {videos[:8]}{' ...' if len(videos) > 8 else ''} of "
+                          f"the {len(frames)} given hold NaN values; their features and scores will be NaN",
                           RuntimeWarning, stacklevel=3)
         elif max(-low, high) > 10 * reach:  # 0-255 pixels reach far beyond; noise in tests does not
             raise FeatureShapeError(f"encode_video: float frames span [{low:.4g}, {high:.4g}], far outside the "

@@ -319,8 +319,10 @@ def _collate_rows(items: list[dict]) -> dict:
 
 def decode_loader(dataset, batches: list[list[int]], *, on_bad_video: str, num_workers: int, pin: bool):
     """Batches of decoded rows for extraction (see _collate_rows), `num_workers` processes decoding ahead."""
+    from .collate import worker_count
+
     return torch.utils.data.DataLoader(_Rows(dataset, on_bad_video), batch_sampler=batches,
-                                       collate_fn=_collate_rows, num_workers=num_workers, pin_memory=pin)
+                                       collate_fn=_collate_rows, num_workers=worker_count(num_workers), pin_memory=pin)
 
 
 def _encode(backbone, batch: dict | None, patch_tokens: bool) -> dict:

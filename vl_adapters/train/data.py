@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..core import distributed
 from ..data.cache import FeatureCache
+from ..data.collate import worker_count
 
 
 class BadVideoError(RuntimeError):
@@ -41,6 +43,7 @@ class CachedDataset(torch.utils.data.Dataset):
         self._collate = dataset_collate(dataset)
         t = cache.frame_mask.shape[1]
         self._placeholder = torch.zeros(t, 3, 1, 1, dtype=torch.uint8)
+        self._nan_rows: dict[int, bool] = {}
 
     def __len__(self) -> int:
         return len(self.dataset.samples)
@@ -53,9 +56,17 @@ class CachedDataset(torch.utils.data.Dataset):
             item["bad_video"] = self.cache.bad_videos[video_id]
             return item
         row = self.cache.row(video_id)
+        if self._holds_nan(row):  # skipped and reported by its id, as a video that cannot be read
+            item["bad_video"] = f"{self.cache.directory}: the cached features of {video_id!r} hold NaN values"
+            return item
         item["frames"] = self._placeholder
         item["frame_mask"] = torch.from_numpy(self.cache.frame_mask[row].copy())
         return item
+
+    def _holds_nan(self, row: int) -> bool:
+        if row not in self._nan_rows:
+            self._nan_rows[row] = bool(np.isnan(self.cache.frame_emb[row]).any())
+        return self._nan_rows[row]
 
     def collate(self, items: list[dict]) -> dict:
         batch = self._collate(items)
@@ -80,7 +91,7 @@ def make_loader(dataset, *, batch_size: int, shuffle: bool, seed: int, epoch: in
     sampler.set_epoch(epoch)
     indices = list(sampler)[skip_batches * batch_size:]
     generator = torch.Generator().manual_seed(seed * 1000 + epoch)
-    return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=num_workers,
+    return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=worker_count(num_workers),
                       collate_fn=dataset_collate(dataset), generator=generator,
                       persistent_workers=False, pin_memory=False)
 
