@@ -159,3 +159,22 @@ def test_the_best_checkpoint_is_chosen_on_val_when_there_is_one_and_test_is_repo
     assert main(["train", "--root", str(with_val), "--run-dir", str(tmp_path / "c"), *JSONL_TRAIN,
                  "--set", "data.eval_split=test"]) == 0
     assert "although the dataset has a 'val' split" in capsys.readouterr().err
+
+
+def test_list_verbose_gives_each_adapter_its_whole_first_sentence(capsys):
+    from vl_adapters.core.registry import ADAPTERS
+
+    assert main(["list", "-v"]) == 0
+    out = capsys.readouterr().out
+    entries = {}
+    for line in out.splitlines():
+        if line.startswith("  ") and "stage=" in line:
+            name, rest = line.split(maxsplit=1)
+            entries[name] = rest.split(maxsplit=1)[1]
+        elif line.startswith(" " * 10) and entries:
+            entries[name] += " " + line.strip()
+    assert sorted(entries) == ADAPTERS.names()
+    for name, text in entries.items():
+        doc = " ".join(ADAPTERS.get(name).__doc__.split())
+        assert text.endswith(".") and doc.startswith(text), (name, text)
+    assert entries["st_adapter"].startswith("ST-Adapter (Pan et al., 2022) in the frozen ViT through forward")
