@@ -178,3 +178,18 @@ def test_list_verbose_gives_each_adapter_its_whole_first_sentence(capsys):
         doc = " ".join(ADAPTERS.get(name).__doc__.split())
         assert text.endswith(".") and doc.startswith(text), (name, text)
     assert entries["st_adapter"].startswith("ST-Adapter (Pan et al., 2022) in the frozen ViT through forward")
+
+
+def test_the_default_backbone_is_the_pretrained_tiny_one_and_train_help_says_so(capsys):
+    import torch
+
+    import vl_adapters as vla
+    from vl_adapters.train.config import TrainConfig
+
+    default = TrainConfig().model.backbone
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert f"{default} (default" in " ".join(capsys.readouterr().out.split())
+    trained = vla.load_backbone(default, device="cpu").model.state_dict()
+    untrained = vla.load_backbone("tiny", device="cpu", pretrained="").model.state_dict()
+    assert not torch.equal(trained["text_projection"], untrained["text_projection"])  # pretrained weights

@@ -77,7 +77,8 @@ def register(sub) -> None:
                                          "activitynet, lsmdc, nextqa, jsonl, ...)")
     train.add_argument("--root", help="the dataset's directory")
     train.add_argument("--cache", help="feature cache directory from `vl-adapters extract` (one subdir per split)")
-    train.add_argument("--backbone", help="open_clip:<name> | hf:<dir> | tiny")
+    train.add_argument("--backbone", help="open_clip:<name> (real videos, with --pretrained) | hf:<id or dir> | "
+                                          "tiny:synthetic (default: pretrained on synthetic stills) | tiny (untrained)")
     train.add_argument("--pretrained", help="open_clip tag or local weights file")
     train.add_argument("--adapters", nargs="+", metavar="NAME", help="adapter names (configs: use the YAML file)")
     train.add_argument("--task", help="retrieval | multiple_choice | open_qa")
@@ -131,7 +132,8 @@ def register(sub) -> None:
     ex.add_argument("--dataset", required=True, help="dataset name (see `vl-adapters train --help`)")
     ex.add_argument("--root", required=True, help="the dataset's directory")
     ex.add_argument("--split", default="train")
-    ex.add_argument("--backbone", required=True, help="open_clip:<name> | hf:<dir> | tiny")
+    ex.add_argument("--backbone", required=True, help="open_clip:<name> (real videos, with --pretrained) | "
+                                                       "hf:<id or dir> | tiny:synthetic | tiny (untrained)")
     ex.add_argument("--pretrained", help="open_clip tag or local weights file")
     ex.add_argument("--out", required=True, help="cache directory for this split, e.g. <cache>/train")
     ex.add_argument("--num-frames", type=int, default=12)

@@ -38,7 +38,10 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "tiny"  # open_clip:<name> | hf:<dir> | tiny
+    # open_clip:<name> | hf:<id or dir> | tiny:synthetic | tiny. The default is the tiny backbone pretrained on
+    # the project's synthetic stills (what the bench freezes); plain `tiny` is the same network untrained
+    # (seeded: for tests). Real videos need a real CLIP: open_clip:ViT-B-32 with pretrained: openai.
+    backbone: str = "tiny:synthetic"
     pretrained: str | None = None
     precision: str = "auto"  # auto (bf16 on CUDA) | fp32 | bf16
     adapters: list = field(default_factory=list)  # names or {"type": name, ...} dicts, in any order
