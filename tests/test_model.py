@@ -154,3 +154,16 @@ def test_casting_one_model_never_changes_another_on_the_same_backbone(frames, te
     # the trainable tensors are converted in place: an optimiser made before the cast still holds them
     held = {id(p) for group in optimiser.param_groups for p in group["params"]}
     assert held == {id(p) for p in cast_model.trainable_parameters()}
+
+
+@pytest.mark.gpu
+def test_moving_one_model_to_the_gpu_leaves_another_on_the_same_backbone_where_it_was(frames, texts):
+    backbone = vla.load_backbone("tiny", device="cpu", pretrained="")
+    video, mask = frames
+    kept, moved = vla.wrap(backbone, ["temporal_transformer"]), vla.wrap(backbone, ["lora"])
+    before = kept.similarity(texts, video, frame_mask=mask)
+    moved.to("cuda")
+    assert moved.backbone.device.type == "cuda" and backbone.device.type == "cpu"
+    assert all(p.device.type == "cpu" for p in backbone.parameters())
+    assert torch.equal(kept.similarity(texts, video, frame_mask=mask), before)
+    assert moved.similarity(texts, video, frame_mask=mask).device.type == "cuda"
