@@ -126,6 +126,18 @@ def test_hub_weights_in_the_local_cache_need_no_network(tmp_path, monkeypatch):
         _check_tag("ViT-B-32", "openai")
 
 
+def test_an_hf_id_that_is_neither_cached_nor_downloadable_is_said_in_one_error(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from vl_adapters.backbones.base import BackboneWeightsError
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(BackboneWeightsError, match=r"hf:openai/clip-vit-base-patch32: .*no local directory.*"
+                                                   r"HF_HUB_OFFLINE is set"):
+        vla.load_backbone("hf:openai/clip-vit-base-patch32", device="cpu")
+
+
 @pytest.fixture(scope="module")
 def vit_b32_file(tmp_path_factory):
     """open_clip ViT-B-32 with random weights, written to a local safetensors file (no download)."""
