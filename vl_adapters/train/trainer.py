@@ -96,8 +96,8 @@ class Trainer:
         size = backbone.dims.image_size
         d = config.data
         self.eval_split, self.selection_note = selection_split(d)
-        if eval_dataset is not None:  # the caller chose what to select on
-            self.selection_note = None
+        if eval_dataset is not None or not (config.eval.every_epoch and d.eval_split):
+            self.selection_note = None  # the caller chose what to select on, or nothing is selected
         if train_dataset is None:
             train_dataset = self._build_dataset(d.train_split, size=size, train=True)
         test_dataset = None  # the best checkpoint's test split, when the trainer builds its evaluation itself
