@@ -34,9 +34,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
             for name in names:
                 cls = registry.get(name)
-                head = f"  {name:28s} stage={cls.stage:9s} "
-                print(textwrap.fill(first_sentence(cls.__doc__ or ""), width=120, initial_indent=head,
-                                    subsequent_indent=" " * len(head), break_on_hyphens=False))
+                head, about = f"  {name:28s} stage={cls.stage:9s} ", first_sentence(cls.__doc__ or "")
+                print(textwrap.fill(about, width=120, initial_indent=head, subsequent_indent=" " * len(head),
+                                    break_on_hyphens=False) if about else head.rstrip())
     from vl_adapters.data import DATASETS
 
     print(f"dataset: {', '.join(sorted(DATASETS))}")
