@@ -1,4 +1,4 @@
-"""What the three named adapters add to the frozen backbone's per-clip forward (PERFORMANCE.md target 3:
+"""What the three named adapters add to the frozen backbone's per-clip forward (docs/performance.md target 3:
 tem_adapter + finsta + trajectory_word together at most 25% of the backbone, 12 frames, ViT-B/32).
 
 The backbone's forward of a batch (B clips x 12 frames through the image tower, B captions through the

@@ -1,4 +1,4 @@
-"""One training epoch of the same adapter from raw videos and from the feature cache (PERFORMANCE.md
+"""One training epoch of the same adapter from raw videos and from the feature cache (docs/performance.md
 target 2: the cached epoch at least 50x faster, decoding included).
 
 Generates an MSR-VTT-layout fixture of real H.264 files (PyAV), trains temporal_transformer for one

@@ -1,4 +1,4 @@
-"""Decoding throughput of extraction's loader per number of DataLoader workers (PERFORMANCE.md: decoding,
+"""Decoding throughput of extraction's loader per number of DataLoader workers (docs/performance.md: decoding,
 not the GPU, bounds uncached work).
 
 Encodes fixture clips (H.264, 320x240, 10 s at 30 fps by default, like MSR-VTT's), then runs

@@ -1,5 +1,5 @@
 """Frozen image-tower throughput on one GPU: vl-adapters' Backbone.encode_video against open_clip's own
-encode_image, eager and compiled, same GPU, same frames, in one run (PERFORMANCE.md target 1).
+encode_image, eager and compiled, same GPU, same frames, in one run (docs/performance.md target 1).
 
 For each of ViT-B/32, B/16 and L/14 with random weights (speed does not depend on weight values), a
 batch of normalised frames already on the GPU goes through:

@@ -1,6 +1,6 @@
 """Video loader speed: the data package's reader against plain decord seeking, on the same clips.
 
-PERFORMANCE.md target 6: the loader at least 2x faster than plain decord seeking. This script encodes
+docs/performance.md target 6: the loader at least 2x faster than plain decord seeking. This script encodes
 fixture clips (H.264, 320x240, 10 s at 30 fps by default, like MSR-VTT's), then times three ways of
 getting T uniformly sampled frames at the backbone's size S x S (uint8):
 

@@ -1,4 +1,4 @@
-"""Time a 1000 x 1000 text-to-video evaluation with top-50 trajectory_word re-ranking (PERFORMANCE.md
+"""Time a 1000 x 1000 text-to-video evaluation with top-50 trajectory_word re-ranking (docs/performance.md
 target 5: under 10 s on one H100).
 
 Random features stand in for encoded videos and texts (the backbone's towers are not timed: only the dual scores and

@@ -1,5 +1,5 @@
 """Peak training memory of adapters on a frozen backbone against a full fine-tune at the same batch
-(PERFORMANCE.md target 4: one temporal adapter at most 0.12x, the three named adapters at most 0.25x).
+(docs/performance.md target 4: one temporal adapter at most 0.12x, the three named adapters at most 0.25x).
 
 Each configuration runs two AdamW steps from raw frames (the frozen backbone in the loop, no feature
 cache) in a fresh process, so no peak leaks from one into the next:

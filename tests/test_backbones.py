@@ -48,6 +48,16 @@ def test_uint8_frames_are_transformed(tiny_backbone):
                                tiny_backbone.encode_video(tiny_backbone.transform(raw)).frame_emb)
 
 
+def test_float_frames_in_0_1_are_refused_and_the_same_frames_as_uint8_or_normalised_are_not(tiny_backbone):
+    raw = torch.randint(0, 256, (2, 3, 3, 32, 32), dtype=torch.uint8)
+    with pytest.raises(vla.FeatureShapeError, match=r"span \[0, 1\] with no negative value.*not normalised"):
+        tiny_backbone.encode_video(raw.float() / 255)
+    torch.testing.assert_close(tiny_backbone.encode_video(raw).frame_emb,
+                               tiny_backbone.encode_video(tiny_backbone.transform(raw)).frame_emb)
+    dark = torch.zeros(1, 2, 3, 32, 32)  # a black video normalised: no positive value, accepted
+    tiny_backbone.encode_video(dark)
+
+
 def test_frozen_and_eval(tiny_backbone, frames):
     assert not any(p.requires_grad for p in tiny_backbone.parameters())
     model = vla.wrap(tiny_backbone, ["temporal_transformer"])
@@ -67,6 +77,65 @@ def test_unknown_family_and_missing_checkpoint():
         vla.load_backbone("open_clp:ViT-B-32")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         vla.load_backbone("tiny", pretrained="/nonexistent/weights.safetensors")
+
+
+@pytest.mark.slow
+def test_open_clip_weights_that_do_not_load_are_named_in_one_error(tiny_backbone, tmp_path):
+    from safetensors.torch import save_file
+
+    from vl_adapters.backbones.base import BackboneWeightsError
+
+    tiny = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_backbone.model.state_dict().items()}, str(tiny))
+    with pytest.raises(BackboneWeightsError, match=r"open_clip:ViT-B-32: .*tiny.safetensors holds weights of another "
+                                                   r"architecture: \d+ tensor\(s\) of another shape"):
+        vla.load_backbone("open_clip:ViT-B-32", pretrained=str(tiny), device="cpu")
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    with pytest.raises(BackboneWeightsError, match=r"notes.pt is not a checkpoint open_clip can read"):
+        vla.load_backbone("open_clip:ViT-B-32", pretrained=str(tmp_path / "notes.pt"), device="cpu")
+    with pytest.raises(BackboneWeightsError, match=r"unknown pretrained tag 'opnai'; open_clip knows .*openai"):
+        vla.load_backbone("open_clip:ViT-B-32", pretrained="opnai", device="cpu")
+
+
+def test_hub_weights_in_the_local_cache_need_no_network(tmp_path, monkeypatch):
+    import socket
+
+    from huggingface_hub import constants
+
+    from vl_adapters.backbones.base import BackboneWeightsError
+    from vl_adapters.backbones.open_clip_backbone import _check_tag
+
+    def unreachable(*args, **kwargs):
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    monkeypatch.setenv("https_proxy", "")
+    with pytest.raises(BackboneWeightsError, match="cannot be reached from here .*Network is unreachable"):
+        _check_tag("ViT-B-32", "openai")
+    repo = tmp_path / "models--timm--vit_base_patch32_clip_224.openai"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (repo / "snapshots" / ("0" * 40) / "open_clip_model.safetensors").write_bytes(b"cached")
+    _check_tag("ViT-B-32", "openai")  # cached: no network needed, open_clip reads the cache
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    (repo / "snapshots" / ("0" * 40) / "open_clip_model.safetensors").unlink()
+    with pytest.raises(BackboneWeightsError, match=r"HF_HUB_OFFLINE is set"):
+        _check_tag("ViT-B-32", "openai")
+
+
+def test_an_hf_id_that_is_neither_cached_nor_downloadable_is_said_in_one_error(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from vl_adapters.backbones.base import BackboneWeightsError
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(BackboneWeightsError, match=r"hf:openai/clip-vit-base-patch32: .*no local directory.*"
+                                                   r"HF_HUB_OFFLINE is set"):
+        vla.load_backbone("hf:openai/clip-vit-base-patch32", device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -103,6 +103,44 @@ def _bf16(env):
     return f"works: scores {scores.dtype}, adapters {next(model.adapters.parameters()).dtype}"
 
 
+def _weights_file(env, kind: str) -> str:
+    """A weights file the tiny backbone cannot load: pickled (.pt) or of another architecture."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+    from safetensors.torch import save_file
+
+    if kind == "pt":
+        torch.save(env.backbone.model.state_dict(), env.tmp / "weights.pt")
+        return str(env.tmp / "weights.pt")
+    other = CLIP(embed_dim=32, vision_cfg=CLIPVisionCfg(image_size=32, patch_size=16, width=32, layers=1, head_width=16),
+                 text_cfg=CLIPTextCfg(context_length=16, vocab_size=49408, width=32, heads=2, layers=1))
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(env.tmp / "other_arch.safetensors"))
+    return str(env.tmp / "other_arch.safetensors")
+
+
+def _offline(env):
+    """A tagged open_clip download on a machine without a network (no cached weights)."""
+    import socket
+    from unittest import mock
+
+    from huggingface_hub import constants
+
+    def unreachable(*args, **kwargs):
+        raise OSError(101, "Network is unreachable")
+
+    with mock.patch.object(constants, "HF_HUB_OFFLINE", False), \
+            mock.patch.object(constants, "HF_HUB_CACHE", str(env.tmp / "hub")), \
+            mock.patch.object(socket, "create_connection", unreachable), mock.patch.dict(os.environ, {"https_proxy": ""}):
+        return env.cli("extract", "--dataset", "jsonl", "--root", str(env.jsonl(GOOD)), "--out", str(env.tmp / "c2"),
+                       "--backbone", "open_clip:ViT-B-32", "--pretrained", "openai")
+
+
+def _test_videos_elsewhere(env):
+    """Training rows that name their files right, test rows that name them under an extra "videos/"."""
+    root = env.jsonl(GOOD)
+    (root / "test.jsonl").write_text("\n".join(_row(f"videos/{v}.mp4", "a clip") for v in "abc") + "\n")
+    return env.cli("train", "--dataset", "jsonl", "--root", str(root), "--run-dir", str(env.tmp / "r6"), *TRAIN)
+
+
 def _nan_metrics(env):
     from vl_adapters.tasks.metrics import retrieval_metrics
 
@@ -120,9 +158,16 @@ ROWS = [
     Row("float frames holding 0-255 pixel values (not normalised)",
         lambda e: e.model.similarity(["a clip"], torch.randint(0, 255, (1, 2, 3, 32, 32)).float()),
         r"FeatureShapeError: .*0-255 pixel values\?"),
+    Row("float frames holding 0-1 pixel values (scaled, never normalised)",
+        lambda e: e.model.similarity(["a clip"], torch.randint(0, 255, (1, 2, 3, 32, 32)).float() / 255),
+        r"FeatureShapeError: .*scaled to \[0, 1\] but not normalised"),
+    Row("frames as a numpy array", lambda e: e.model.similarity(["a clip"], e.frames.numpy()),
+        r"TypeError: .*one torch.Tensor \[B, T, 3, H, W\].*numpy.ndarray; convert .*torch.from_numpy"),
+    Row("frames as a list of tensors (one per video)", lambda e: e.model.similarity(["a clip"], list(e.frames)),
+        r"TypeError: .*a list of 2 item\(s\); stack .*torch.stack"),
     Row("frames without the time axis ([B, 3, H, W])", lambda e: e.model.similarity(["a clip"], e.frames[:, 0]),
         r"FeatureShapeError: .*expected shape \[B, T, 3, H, W\]"),
-    Row("frames holding NaN", _nan_frames, r"RuntimeWarning: .*NaN"),
+    Row("frames holding NaN", _nan_frames, r"RuntimeWarning: .*video\(s\) \[0\] of the 2 given hold NaN"),
     Row("a frame mask whose row is all False (a video with no real frame)",
         lambda e: e.model.similarity(["a clip"], e.frames, frame_mask=torch.tensor([[True] * 3, [False] * 3])),
         r"FeatureShapeError: .*video\(s\) \[1\] have no real frame"),
@@ -142,7 +187,7 @@ ROWS = [
         lambda e: e.model.similarity(["a clip"], vla.VideoFeatures(frame_emb=torch.randn(1, 2, 32),
                                                                     frame_mask=torch.ones(1, 2, dtype=torch.bool))),
         r"FeatureShapeError: .*expected width 64"),
-    Row("cached features holding NaN", _nan_features, r"RuntimeWarning: .*NaN"),
+    Row("cached features holding NaN", _nan_features, r"RuntimeWarning: .*video\(s\) \[0, 1\] of the 2 given hold NaN"),
     # training and scoring
     Row("a retrieval batch of one pair", lambda e: e.model({"video": e.frames[:1], "text": ["a clip"]}),
         r"RuntimeWarning: .*no negatives"),
@@ -185,6 +230,32 @@ ROWS = [
             "search", "--model", str(e.tmp / "searcher"), "--videos", str(e.tmp / "searcher"), "--device", "cpu",
             "--index", str(e.tmp / "index"), "a clip"),
         r"exit 2: vl-adapters search: .*searcher: no video files \(expected names ending in .mp4"),
+    Row("`extract --backbone` naming a tiny backbone that does not exist",
+        lambda e: e.cli("extract", "--dataset", "jsonl", "--root", str(e.jsonl(GOOD)), "--out", str(e.tmp / "c1"),
+                        "--backbone", "tiny:synthetik"),
+        r"exit 2: .*unknown tiny backbone 'tiny:synthetik'. Did you mean 'tiny:synthetic'"),
+    Row("`train --pretrained` a pickled .pt file for the tiny backbone",
+        lambda e: e.cli("train", "--dataset", "jsonl", "--root", str(e.jsonl(GOOD)), "--run-dir", str(e.tmp / "r7"),
+                        *TRAIN, "--pretrained", _weights_file(e, "pt")),
+        r"exit 2: .*weights.pt is not a safetensors file"),
+    Row("`train --pretrained` weights of another architecture",
+        lambda e: e.cli("train", "--dataset", "jsonl", "--root", str(e.jsonl(GOOD)), "--run-dir", str(e.tmp / "r8"),
+                        *TRAIN, "--pretrained", _weights_file(e, "arch")),
+        r"exit 2: .*holds weights of another architecture: \d+ tensor\(s\) of another shape"),
+    Row("`--pretrained openai` on a machine without a network", _offline,
+        r"exit 2: .*pretrained='openai' downloads its weights from the Hugging Face hub .*cannot be reached"),
+    Row("`train` on a test split whose rows name `videos/x.mp4` (they resolve under `root/videos/`)",
+        _test_videos_elsewhere,
+        r"exit 2: .*all 3 video\(s\) of the split to evaluate were skipped \(3 missing file\), so nothing was left "
+        r"to evaluate .*resolve under .*/videos/"),
+    Row("a second `train` into a run directory that already holds a run",
+        lambda e: [e.cli("train", "--dataset", "jsonl", "--root", str(e.jsonl(GOOD)), "--run-dir", str(e.tmp / "r9"),
+                         *TRAIN) for _ in range(2)][-1],
+        r"exit 2: .*already holds a run \(checkpoints, metrics.jsonl, .*pass --resume to continue it, --overwrite"),
+    Row("`train --lr 1e10 --set nonfinite_loss=skip` (most steps skipped: the run diverged)",
+        lambda e: e.cli("train", "--dataset", "jsonl", "--root", str(e.jsonl(GOOD)), "--run-dir", str(e.tmp / "r10"),
+                        *TRAIN, "--lr", "1e10", "--set", "nonfinite_loss=skip", "--epochs", "4", "--set", "eval.every_epoch=false"),
+        r"exit 1: .*skipped \d+ of its \d+ optimiser steps .*it diverged"),
     Row("`train --lr 1e30` (the loss goes NaN)",
         lambda e: e.cli("train", "--dataset", "jsonl", "--root", str(e.jsonl(GOOD)), "--run-dir", str(e.tmp / "r4"),
                         *TRAIN, "--lr", "1e30", "--set", "optim.grad_clip=0", "--epochs", "2"),

@@ -21,7 +21,8 @@ ADAPTER = {"type": "temporal_transformer", "layers": 1, "heads": 2}
 
 
 def _extract(backbone, data, out, **kw):
-    return extract_features(data, backbone, out, sampler="uniform", num_frames=4, batch_size=3, progress=False, **kw)
+    kw = {"batch_size": 3, **kw}
+    return extract_features(data, backbone, out, sampler="uniform", num_frames=4, progress=False, **kw)
 
 
 def test_cache_holds_the_backbone_features(tiny_backbone, tmp_path):
@@ -42,20 +43,30 @@ def test_cache_holds_the_backbone_features(tiny_backbone, tmp_path):
     cache.check(cache_fingerprint(tiny_backbone, sampler="uniform", num_frames=4))
 
 
-def test_interrupted_extract_resumes_without_reencoding(tiny_backbone, tmp_path):
+@pytest.mark.determinism
+def test_interrupted_extract_resumes_without_reencoding(tiny_backbone, tmp_path, monkeypatch):
+    import vl_adapters.data.cache as cache_module
+
+    encoded: list[list[int]] = []  # the rows of each backbone call: the same batches, interrupted or not
+    original = cache_module._encode
+    monkeypatch.setattr(cache_module, "_encode",
+                        lambda backbone, batch, *a: encoded.append(list(batch["rows"])) or original(backbone, batch, *a))
     data = ToyRetrievalDataset(8)
-    _extract(tiny_backbone, data, tmp_path / "c", stop_after=5)
+    _extract(tiny_backbone, data, tmp_path / "c", stop_after=5)  # stops after whole batches: rows 0-5
     index = json.loads((tmp_path / "c" / "index.json").read_text())
-    assert not index["complete"] and len(index["done"]) == 5
+    assert not index["complete"] and index["done"] == [0, 1, 2, 3, 4, 5]
     with pytest.raises(StaleCacheError, match="incomplete"):
         FeatureCache(tmp_path / "c")
     data.decoded = 0
-    _extract(tiny_backbone, data, tmp_path / "c")
-    assert data.decoded == 3  # only the rest
-    resumed = FeatureCache(tmp_path / "c")
+    _extract(tiny_backbone, data, tmp_path / "c", batch_size=2)  # another batch size: the first one is kept
+    assert data.decoded == 2  # only the rest
+    resumed, encoded_resumed = FeatureCache(tmp_path / "c"), encoded[:]
+    encoded.clear()
     _extract(tiny_backbone, ToyRetrievalDataset(8), tmp_path / "whole")
+    assert encoded_resumed == encoded == [[0, 1, 2], [3, 4, 5], [6, 7]]
     whole = FeatureCache(tmp_path / "whole")
     assert np.array_equal(resumed.frame_emb, whole.frame_emb)
+    assert np.array_equal(resumed.patch_tokens, whole.patch_tokens)
     assert not list((tmp_path / "c").glob("*.partial"))
 
 
@@ -102,6 +113,25 @@ def test_training_from_the_cache_runs_neither_tower(tiny_backbone, tmp_path, mon
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["feature_cache"].startswith("used")
     assert [v["video_id"] for v in report["skipped_videos"]["videos"]] == ["video1"]
+
+
+def test_a_cached_video_with_nan_features_is_skipped_and_reported_by_its_id(tiny_backbone, tmp_path):
+    import warnings
+
+    train_data = ToyRetrievalDataset(9)
+    _extract(tiny_backbone, train_data, tmp_path / "cache" / "train")
+    _extract(tiny_backbone, ToyRetrievalDataset(5, seed=1), tmp_path / "cache" / "test")
+    emb = np.load(tmp_path / "cache" / "train" / "frame_emb.npy", mmap_mode="r+")
+    emb[6, 1, :3] = np.nan  # a broken row, as a failed extraction might leave
+    emb.flush()
+    del emb
+    trainer = _cached_trainer(tiny_backbone, tmp_path, [ADAPTER], train_data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no anonymous NaN warning: the video is named, skipped
+        trainer.fit()
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert [v["video_id"] for v in report["skipped_videos"]["videos"]] == ["video6"]
+    assert "cached features of 'video6' hold NaN values" in report["skipped_videos"]["videos"][0]["reason"]
 
 
 def test_multiple_choice_from_the_cache_runs_neither_tower(tiny_backbone, tmp_path, monkeypatch):

@@ -318,3 +318,19 @@ def test_set_epoch_makes_training_frames_a_function_of_epoch_and_index(msrvtt):
     first = frames_of(0, [0, 2, 4])
     assert frames_of(0, [4, 2, 0]) == first  # order (or worker) does not matter
     assert any(frames_of(e, [0, 2, 4]) != first for e in (1, 2, 3))
+
+
+@pytest.mark.parametrize("name, files", [
+    ("jsonl", ["val.jsonl"]), ("didemo", ["val_data.json"]), ("lsmdc", ["LSMDC16_annos_val.csv"]),
+    ("msvd", ["youtube_mapping.txt"]), ("msrvtt_qa", ["val_qa.json"]), ("nextqa", ["nextqa/val.csv"]),
+    ("msrvtt", []), ("activitynet", []), ("sutd_trafficqa", []),  # their "val" reads the test files
+])
+def test_a_validation_split_is_found_where_the_release_has_one_apart_from_test(tmp_path, name, files):
+    from vl_adapters.data import dataset_class
+
+    cls = dataset_class(name)
+    assert cls.validation_split(tmp_path) is None
+    for file in files or ["val.jsonl", "val_1.json", "R2_test.jsonl", "MSRVTT_JSFUSION_test.csv", "val_qa.json"]:
+        (tmp_path / file).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / file).write_text("")
+    assert cls.validation_split(tmp_path) == ("val" if files else None)

@@ -106,6 +106,7 @@ def test_two_ranks_write_the_cache_of_one_process(two_ranks):
     assert np.abs(emb[good]).sum(axis=(1, 2)).min() > 0 and not emb[list(BAD)].any()
 
 
+@pytest.mark.determinism
 def test_two_ranks_resume_an_interrupted_extraction(two_ranks):
     partial = json.loads((two_ranks / "resumed-partial-0.json").read_text())
     assert not partial["complete"] and partial["done"] == [0, 1, 2, 3, 4, 5]

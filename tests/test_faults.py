@@ -223,6 +223,7 @@ def test_training_killed_after_every_rename_resumes_exactly(context, training_re
     _kill_after_every_rename(context, _train, _recover_training, training_reference, tmp_path, "train")
 
 
+@pytest.mark.determinism
 def test_training_killed_at_random_instants_resumes_exactly(context, training_reference, tmp_path):
     _kill_at_random_instants(context, _train, _recover_training, training_reference, tmp_path, "train", seed=13)
 
@@ -232,6 +233,7 @@ def test_extraction_killed_after_every_rename_resumes_to_the_same_arrays(context
     _kill_after_every_rename(context, _extract, _recover_extraction, extraction_reference, tmp_path, "extract")
 
 
+@pytest.mark.determinism
 def test_extraction_killed_at_random_instants_resumes_to_the_same_arrays(context, extraction_reference, tmp_path):
     _kill_at_random_instants(context, _extract, _recover_extraction, extraction_reference, tmp_path, "extract",
                              seed=17)

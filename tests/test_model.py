@@ -133,3 +133,37 @@ def test_adapters_receive_the_frozen_text_encoder(tiny_backbone, frames, texts):
                                    vla.wrap(tiny_backbone, []).task)
     model.encode_video(*frames)
     assert seen["phrases"].text_emb.shape == (2, tiny_backbone.dims.embed_dim)
+
+
+@pytest.mark.parametrize("cast", ["to_bfloat16", "double", "half"])
+@pytest.mark.parametrize("adapters", [["temporal_transformer"], ["lora"]])
+def test_casting_one_model_never_changes_another_on_the_same_backbone(frames, texts, cast, adapters):
+    backbone = vla.load_backbone("tiny", device="cpu", pretrained="")
+    video, mask = frames
+    kept = vla.wrap(backbone, ["temporal_transformer"])
+    before = kept.similarity(texts, video, frame_mask=mask)
+    weights = {name: (p.dtype, p.detach().clone()) for name, p in backbone.named_parameters()}
+    cast_model = vla.wrap(backbone, adapters)
+    optimiser = torch.optim.AdamW(cast_model.trainable_parameters())
+    cast_model = cast_model.to(torch.bfloat16) if cast == "to_bfloat16" else getattr(cast_model, cast)()
+    assert {p.dtype for p in cast_model.backbone.parameters() if not p.requires_grad} == {
+        {"to_bfloat16": torch.bfloat16, "double": torch.float64, "half": torch.float16}[cast]}
+    assert torch.equal(kept.similarity(texts, video, frame_mask=mask), before)
+    assert {name: p.dtype for name, p in backbone.named_parameters()} == {n: d for n, (d, _) in weights.items()}
+    assert all(torch.equal(p, weights[name][1]) for name, p in backbone.named_parameters())
+    # the trainable tensors are converted in place: an optimiser made before the cast still holds them
+    held = {id(p) for group in optimiser.param_groups for p in group["params"]}
+    assert held == {id(p) for p in cast_model.trainable_parameters()}
+
+
+@pytest.mark.gpu
+def test_moving_one_model_to_the_gpu_leaves_another_on_the_same_backbone_where_it_was(frames, texts):
+    backbone = vla.load_backbone("tiny", device="cpu", pretrained="")
+    video, mask = frames
+    kept, moved = vla.wrap(backbone, ["temporal_transformer"]), vla.wrap(backbone, ["lora"])
+    before = kept.similarity(texts, video, frame_mask=mask)
+    moved.to("cuda")
+    assert moved.backbone.device.type == "cuda" and backbone.device.type == "cpu"
+    assert all(p.device.type == "cpu" for p in backbone.parameters())
+    assert torch.equal(kept.similarity(texts, video, frame_mask=mask), before)
+    assert moved.similarity(texts, video, frame_mask=mask).device.type == "cuda"

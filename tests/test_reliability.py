@@ -236,6 +236,7 @@ def _crash_on_replace(monkeypatch, number):
     return calls
 
 
+@pytest.mark.determinism
 def test_extract_interrupted_during_its_final_renames_resumes_to_the_same_arrays(tiny_backbone, tmp_path,
                                                                                   monkeypatch):
     from vl_adapters.data.cache import FeatureCache, extract_features
@@ -263,6 +264,7 @@ def test_extract_interrupted_during_its_final_renames_resumes_to_the_same_arrays
             assert np.array_equal(getattr(resumed, name), getattr(whole, name)), (crash_at, name)
 
 
+@pytest.mark.determinism
 def test_checkpoint_survives_a_crash_between_any_two_renames(tiny_backbone, tmp_path, monkeypatch):
     from vl_adapters.train.checkpoint import save_checkpoint
 
@@ -289,6 +291,7 @@ def test_checkpoint_survives_a_crash_between_any_two_renames(tiny_backbone, tmp_
     assert kept >= 10  # every file write and each directory rename was a crash point
 
 
+@pytest.mark.determinism
 def test_resumed_run_does_not_repeat_metrics_lines(tiny_backbone, tmp_path, monkeypatch):
     whole = _trainer(tiny_backbone, tmp_path / "whole", epochs=3)
     whole.fit()
@@ -328,6 +331,9 @@ def test_atomic_files_and_checkpoints_follow_the_umask(tiny_backbone, tmp_path):
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644  # mkstemp gave 0o600
     assert (tmp_path / "ckpt").stat().st_mode & 0o777 == 0o755  # mkdtemp gave 0o700
     assert (tmp_path / "ckpt" / "state.json").stat().st_mode & 0o777 == 0o644
+    written = sorted((tmp_path / "ckpt").iterdir())
+    assert {p.suffix for p in written} == {".json", ".safetensors"}
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in written} == {p.name: "0o644" for p in written}
 
 
 # ---- 9. the command line: one clear line, exit 2; skipped videos and dropped rows reported -----------

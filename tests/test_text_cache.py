@@ -61,6 +61,7 @@ def test_each_distinct_text_goes_through_the_tower_once(tiny_backbone, monkeypat
     assert torch.equal(first.input_ids, direct.input_ids[:, :longest])
 
 
+@pytest.mark.determinism
 def test_features_do_not_depend_on_the_texts_encoded_alongside(tiny_backbone):
     # a resumed run encodes other groups of texts than an uninterrupted one; the features must match bit for bit
     alone = TextFeatureStore().features(tiny_backbone, ["a red circle moves left"])
@@ -190,3 +191,19 @@ def test_backbone_adapters_off_the_text_tower_keep_its_cached_features(tiny_back
         assert not torch.allclose(first.text_emb, plain.text_emb, atol=1e-3)
         with pytest.raises(CacheRefusedError, match=r"\['lora'\] change the text tower"):
             model.encode_text(plain)
+
+
+@pytest.mark.slow
+def test_a_big_text_tower_on_the_cpu_encodes_new_texts_without_padding():
+    backbone = vla.load_backbone("open_clip:ViT-B-32", device="cpu")  # random weights: nothing is downloaded
+    sizes: list[int] = []
+    original = backbone.encode_text
+    backbone.encode_text = lambda texts, *a, **k: sizes.append(len(texts)) or original(texts, *a, **k)
+    model = vla.wrap(backbone, [])
+    both = model.encode_text(["a dog runs", "a cat sleeps on a mat"])
+    assert sizes == [1, 1]  # two calls of one text: no call padded to 64
+    alone = TextFeatureStore().features(backbone, ["a cat sleeps on a mat"])
+    assert torch.equal(both.text_emb[1], alone.text_emb[0])
+    from vl_adapters.data.text_cache import encode_chunk
+
+    assert encode_chunk(vla.load_backbone("tiny", device="cpu")) == 64  # a tiny tower still encodes 64 a call

@@ -61,6 +61,7 @@ def test_full_run_writes_the_run_directory(tiny_backbone, tmp_path):
         assert torch.equal(v, trainer.model.adapter_state_dict()[k])
 
 
+@pytest.mark.determinism
 @pytest.mark.parametrize("accumulation", [1, 2])
 def test_stopped_and_resumed_run_is_bit_identical(tiny_backbone, tmp_path, accumulation):
     whole = _trainer(tiny_backbone, tmp_path / "whole", **{"optim.accumulation": accumulation})
@@ -161,3 +162,54 @@ def test_every_epochs_evaluation_reports_the_configured_normalisation(tiny_backb
     assert "t2v_R@1" in metrics and f"{normalise}/t2v_R@1" in metrics
     logged = [r for r in read_metrics_log(tmp_path / "run") if r["kind"] == "eval"]
     assert f"{normalise}/t2v_R@1" in logged[-1]
+
+
+def test_a_split_whose_every_video_is_skipped_stops_the_run_saying_so(tiny_backbone, tmp_path):
+    from vl_adapters.train.data import NothingLeftError
+
+    with pytest.raises(NothingLeftError, match=r"all 10 video\(s\) of the split to train on were skipped \(10 corrupt\)"):
+        _trainer(tiny_backbone, tmp_path / "a", dataset=ToyRetrievalDataset(10, bad=tuple(range(10)))).fit()
+    trainer = _trainer(tiny_backbone, tmp_path / "b")
+    trainer.eval_dataset = ToyRetrievalDataset(4, bad=(0, 1, 2, 3))
+    with pytest.raises(NothingLeftError, match=r"all 4 video\(s\) of the split to evaluate were skipped .*video0.mp4"):
+        trainer.fit()
+
+
+def test_a_diverged_run_keeps_no_nan_best_and_ends_as_failed(tiny_backbone, tmp_path):
+    from vl_adapters.train.trainer import NonFiniteError
+
+    trainer = _trainer(tiny_backbone, tmp_path / "run", **{"optim.lr": 1e10, "nonfinite_loss": "skip"})
+    with pytest.raises(NonFiniteError, match=r"skipped 5 of its 6 optimiser steps .*more than 50%: it diverged"):
+        trainer.fit()
+    evals = [r for r in read_metrics_log(tmp_path / "run") if r["kind"] == "eval"]
+    assert evals and all(r["nan_scores"] == 36 and r["t2v_R@1"] == 0.0 for r in evals)  # 6 texts x 6 videos
+    assert not (tmp_path / "run" / "checkpoints" / "best").exists()  # R@1 = 0.0 of NaN scores is no best
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert not report["finished"] and "diverged" in report["error"] and report["best"]["value"] is None
+    # a finite evaluation is kept as best; one with NaN scores after it never replaces it
+    trainer = _trainer(tiny_backbone, tmp_path / "other")
+    trainer._maybe_best({"t2v_R@1": 10.0})
+    trainer._maybe_best({"t2v_R@1": 50.0, "nan_scores": 3})
+    assert trainer.state["best_value"] == 10.0
+
+
+def test_loader_workers_are_capped_to_the_cpus_and_said_once(monkeypatch):
+    import importlib
+    import os
+    import warnings
+
+    from vl_adapters.train.data import make_loader
+
+    collate_module = importlib.import_module("vl_adapters.data.collate")  # the package's `collate` is the function
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(collate_module, "_capped_said", False, raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaders = [make_loader(ToyRetrievalDataset(4), batch_size=2, shuffle=False, seed=0, epoch=0, num_workers=4)
+                   for _ in range(2)]
+        for loader in loaders:
+            loader.check_worker_number_rationality()  # DataLoader's own warning, given on every iterator
+    assert [loader.num_workers for loader in loaders] == [2, 2]
+    assert [str(w.message) for w in caught] == [
+        "num_workers=4 is more than the 2 CPU(s) available here: using 2 DataLoader worker(s)"]

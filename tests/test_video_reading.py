@@ -62,6 +62,16 @@ def test_bad_files_raise_with_a_reason(tmp_path, reader):
 
 
 @pytest.mark.skipif(not decord_available(), reason="decord is not installed")
+@pytest.mark.parametrize("reader", ["auto", *READERS])
+def test_an_unreadable_file_gets_our_reason_and_no_native_decoder_lines(tmp_path, reader, capfd):
+    bad = write_corrupt(tmp_path / "bad.mp4")
+    capfd.readouterr()
+    with pytest.raises(VideoReadError, match="bad.mp4"):
+        read_video(bad, lambda n: [0], size=32, reader=reader)
+    print("after the read", file=__import__("sys").stderr)  # stderr works again afterwards
+    assert capfd.readouterr().err == "after the read\n"
+
+
 def test_auto_falls_back_to_pyav_when_decord_fails(clips, monkeypatch, caplog):
     import vl_adapters.data.video as video
 

@@ -32,14 +32,26 @@ def _cmd_list(args: argparse.Namespace) -> int:
         names = registry.names()
         print(f"{registry.kind}: {', '.join(names) if names else '(none)'}")
         if registry is ADAPTERS and args.verbose:
+            import textwrap
+
             for name in names:
                 cls = registry.get(name)
-                doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-                print(f"  {name:28s} stage={cls.stage:9s} {doc}")
+                head, about = f"  {name:28s} stage={cls.stage:9s} ", first_sentence(cls.__doc__ or "")
+                print(textwrap.fill(about, width=120, initial_indent=head, subsequent_indent=" " * len(head),
+                                    break_on_hyphens=False) if about else head.rstrip())
     from vl_adapters.data import DATASETS
 
     print(f"dataset: {', '.join(sorted(DATASETS))}")
     return 0
+
+
+def first_sentence(doc: str) -> str:
+    """The first sentence of a docstring's first paragraph, whole, however its lines were wrapped."""
+    import re
+
+    paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+    end = re.search(r"(?<!\bal)(?<!\be\.g)(?<!\bi\.e)\.(?=\s|$)", paragraph)  # not "et al." nor "e.g."
+    return paragraph[:end.end()] if end else paragraph
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the full traceback of an error (also VLA_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
     listing = sub.add_parser("list", help="list registered adapters, backbone families, tasks and samplers")
-    listing.add_argument("-v", "--verbose", action="store_true", help="one line per adapter with its stage")
+    listing.add_argument("-v", "--verbose", action="store_true", help="each adapter with its stage and the first sentence of its description")
     listing.set_defaults(func=_cmd_list)
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -59,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def input_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "what the user gave is wrong" (not a bug): one line and exit status 2."""
+    from vl_adapters.backbones.base import BackboneWeightsError
     from vl_adapters.bench.config import BenchError
     from vl_adapters.core.config import ConfigError
     from vl_adapters.core.features import FeatureShapeError
@@ -69,10 +82,12 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from vl_adapters.data.base import AnnotationError, BadVideoError
     from vl_adapters.data.cache import StaleCacheError
     from vl_adapters.train.data import BadVideoError as TrainBadVideoError
+    from vl_adapters.train.data import NothingLeftError
 
-    return (BenchError, ConfigError, FeatureShapeError, BackboneMismatchError, CacheRefusedError, CompositionError,
-            RegistryError, AnnotationError, BadVideoError, TrainBadVideoError, StaleCacheError,
-            FileNotFoundError, NotADirectoryError, PickleRefusedError, MissingPackageError)
+    return (BackboneWeightsError, BenchError, ConfigError, FeatureShapeError, BackboneMismatchError,
+            CacheRefusedError, CompositionError, RegistryError, AnnotationError, BadVideoError, TrainBadVideoError,
+            NothingLeftError, StaleCacheError, FileNotFoundError, NotADirectoryError, PickleRefusedError,
+            MissingPackageError)
 
 
 def one_line(error: BaseException) -> str:

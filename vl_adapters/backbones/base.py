@@ -19,6 +19,30 @@ from ..core.features import FeatureShapeError, TextFeatures, VideoFeatures
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+class BackboneWeightsError(ValueError):
+    """Backbone weights that cannot be loaded: a file of another architecture or format, an unknown tag,
+    or a download the machine cannot make."""
+
+
+def check_state_dict(spec: str, path, state: dict, expected: dict) -> None:
+    """Raise BackboneWeightsError naming how the tensors of `path` differ from the model's (`expected`)."""
+    wrong = [k for k in state if k in expected and tuple(state[k].shape) != tuple(expected[k].shape)]
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if not (wrong or missing or unexpected):
+        return
+    parts = []
+    if wrong:
+        first = wrong[0]
+        parts.append(f"{len(wrong)} tensor(s) of another shape (the first: {first} is {list(state[first].shape)} "
+                     f"in the file, {list(expected[first].shape)} in the model)")
+    if missing:
+        parts.append(f"{len(missing)} missing (the first: {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (the first: {unexpected[0]})")
+    raise BackboneWeightsError(f"{spec}: {path} holds weights of another architecture: {'; '.join(parts)}")
+
+
 @dataclass(frozen=True)
 class VideoLayout:
     """Set on the backbone while encode_video runs the vision tower on one group of whole videos:
@@ -186,6 +210,9 @@ class Backbone(nn.Module):
         on a host copy of the mask, so the device never waits for the host inside the loop (a mask given
         on the device costs one copy to the host, here).
         """
+        if not isinstance(frames, Tensor):
+            raise TypeError(f"encode_video: frames must be one torch.Tensor [B, T, 3, H, W] (uint8 pixels, or float "
+                            f"frames normalised as backbone.transform does), got {_kind(frames)}")
         if frames.ndim != 5 or frames.shape[2] != 3:
             raise FeatureShapeError(f"encode_video: frames: expected shape [B, T, 3, H, W], got {list(frames.shape)}")
         self._check_frames(frames)
@@ -219,7 +246,8 @@ class Backbone(nn.Module):
         )
 
     def _check_frames(self, frames: Tensor) -> None:
-        """Refuse frames that would silently be misread; warn about NaN."""
+        """Refuse frames that would silently be misread (0-255 or 0-1 pixel values given as float frames:
+        only uint8 pixels are normalised here); warn about NaN."""
         if frames.shape[0] == 0 or frames.shape[1] == 0:
             raise FeatureShapeError(f"encode_video: frames: expected at least one video of at least one frame, got "
                                     f"shape {list(frames.shape)}")
@@ -237,12 +265,20 @@ class Backbone(nn.Module):
         mean, std = self.pixel_mean.flatten().cpu(), self.pixel_std.flatten().cpu()
         reach = float(torch.cat([(1 - mean) / std, mean / std]).max())  # |normalised value| of a [0, 1] pixel
         if low != low or high != high:  # NaN
-            warnings.warn("encode_video: the frames hold NaN values; those videos' features and scores will be NaN",
+            videos = frames.isnan().flatten(1).any(1).nonzero().flatten().tolist()
+            warnings.warn(f"encode_video: the frames of video(s) {videos[:8]}{' ...' if len(videos) > 8 else ''} of "
+                          f"the {len(frames)} given hold NaN values; their features and scores will be NaN",
                           RuntimeWarning, stacklevel=3)
         elif max(-low, high) > 10 * reach:  # 0-255 pixels reach far beyond; noise in tests does not
             raise FeatureShapeError(f"encode_video: float frames span [{low:.4g}, {high:.4g}], far outside the "
                                     f"normalised range (about +-{reach:.1f}): 0-255 pixel values? Pass uint8 frames "
                                     "(transformed here) or normalise them with backbone.transform")
+        elif 0 <= low < high <= 1:
+            # Normalised frames go negative wherever a pixel is darker than the channel's mean (about 0.45):
+            # frames without one negative value are pixels scaled to [0, 1] that were never normalised.
+            raise FeatureShapeError(f"encode_video: float frames span [{low:.4g}, {high:.4g}] with no negative value: "
+                                    "pixels scaled to [0, 1] but not normalised? Pass uint8 frames (transformed "
+                                    "here) or normalise them with backbone.transform")
 
     def _encode_videos_grouped(self, real: Tensor, frame_mask: Tensor) -> tuple[Tensor, Tensor]:
         """Encode the real frames in chunks of whole videos (at most chunk_size frames, or one video),
@@ -336,6 +372,15 @@ class Backbone(nn.Module):
             warnings.warn(f"encode_text: {len(cut)} text(s) reach the context length of {context} tokens and were "
                           f"cut to it (the first: {first[:60]!r}{'...' if len(first) > 60 else ''}, "
                           f"{counts[cut[0]] or 'over ' + str(context)} tokens)", RuntimeWarning, stacklevel=3)
+
+
+def _kind(frames) -> str:
+    """What was given instead of a frames tensor, with the conversion that makes one."""
+    if isinstance(frames, (list, tuple)):
+        return (f"a {type(frames).__name__} of {len(frames)} item(s); stack videos of one length with torch.stack "
+                "(pad shorter ones and pass frame_mask)")
+    name = f"{type(frames).__module__}.{type(frames).__name__}".removeprefix("builtins.")
+    return f"{name}; convert a numpy array with torch.from_numpy" if name == "numpy.ndarray" else name
 
 
 def _versions(named) -> tuple[int, ...]:

@@ -66,6 +66,15 @@ def load_hf_clip(name: str, *, pretrained: str | None = None, **kwargs) -> HFCli
     from transformers import AutoTokenizer, CLIPModel
 
     source = pretrained or name
+    if not Path(source).is_dir():
+        from .base import BackboneWeightsError
+        from .hub import cached, hub_unreachable
+
+        why = None if cached(source, ["config.json"]) else hub_unreachable()
+        if why:
+            raise BackboneWeightsError(f"hf:{name}: {source!r} is no local directory, and the Hugging Face hub, "
+                                       f"where it would be downloaded from, {why}; give a directory saved with "
+                                       "save_pretrained")
     model = CLIPModel.from_pretrained(source)
     tokenizer = AutoTokenizer.from_pretrained(source)
     mean, std = _CLIP_MEAN, _CLIP_STD

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -80,19 +81,70 @@ _OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 def load_open_clip(name: str, *, pretrained: str | None = None, **kwargs) -> OpenClipBackbone:
     import open_clip
 
-    if pretrained is not None and not Path(pretrained).exists() and ("/" in pretrained or pretrained.endswith(".safetensors")):
-        raise FileNotFoundError(f"open_clip:{name}: pretrained checkpoint {pretrained!r} does not exist")
     spec = f"open_clip:{name}"
     if name.endswith(".json"):  # a model config file of one's own: registered under its file name
         if not Path(name).is_file():
             raise FileNotFoundError(f"{spec}: no such open_clip model config file")
         open_clip.add_model_config(name)
         name = Path(name).stem
-    model = open_clip.create_model(name, pretrained=pretrained, device="cpu")
+    is_file = pretrained is not None and Path(pretrained).is_file()
+    if pretrained is not None and not is_file:
+        if "/" in pretrained or pretrained.endswith((".safetensors", ".pt", ".pth", ".bin")):
+            raise FileNotFoundError(f"{spec}: pretrained checkpoint {pretrained!r} does not exist")
+        _check_tag(name, pretrained)
+    try:
+        model = open_clip.create_model(name, pretrained=pretrained, device="cpu")
+    except Exception as error:  # a local file open_clip cannot read or load: say how it differs, in one line
+        if not is_file:
+            raise
+        _explain_unloadable(name, pretrained, error)
     tokenizer = open_clip.get_tokenizer(name)
     backbone = OpenClipBackbone(spec=spec, model=model, tokenizer=tokenizer, **kwargs)
     backbone.pretrained, backbone.random_weights = _source(pretrained), not pretrained
     return backbone
+
+
+def _check_tag(name: str, tag: str) -> None:
+    """A tag open_clip knows for `name`, whose weights are in the local cache or can be downloaded now: the
+    hub client would otherwise retry for about a minute before failing without a network."""
+    import open_clip
+
+    from .base import BackboneWeightsError
+    from .hub import cached, hub_unreachable
+
+    spec = f"open_clip:{name}"
+    config = open_clip.get_pretrained_cfg(name, tag)
+    if not config:
+        known = open_clip.list_pretrained_tags_by_model(name)
+        raise BackboneWeightsError(f"{spec}: unknown pretrained tag {tag!r}; open_clip knows "
+                                   f"{', '.join(known) or 'none'} for {name}, or give a local weights file")
+    repo, filename = os.path.split(config.get("hf_hub", ""))
+    if not repo:
+        return  # a plain URL download, left to open_clip
+    names = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"] if not filename else \
+        [filename.rsplit(".", 1)[0] + ".safetensors", filename]
+    why = None if cached(repo, names) else hub_unreachable()
+    if why:
+        raise BackboneWeightsError(f"{spec}: pretrained={tag!r} downloads its weights from the Hugging Face hub "
+                                   f"({repo}), which {why}, and they are not in the local cache; give a local "
+                                   "weights file (--pretrained path/to/weights.safetensors) or download them once "
+                                   "where the hub is reachable")
+
+
+def _explain_unloadable(name: str, path: str, error: Exception):
+    """Raise BackboneWeightsError for a local weights file open_clip failed to load."""
+    import open_clip
+
+    from .base import BackboneWeightsError, check_state_dict
+
+    spec = f"open_clip:{name}"
+    try:
+        state = open_clip.factory.load_state_dict(path)  # weights_only: nothing is unpickled beyond tensors
+    except Exception as read_error:
+        raise BackboneWeightsError(f"{spec}: {path} is not a checkpoint open_clip can read "
+                                   f"({' '.join(str(read_error).split())[:200]})") from None
+    check_state_dict(spec, path, state, open_clip.create_model(name, device="cpu").state_dict())
+    raise BackboneWeightsError(f"{spec}: {path} could not be loaded: {' '.join(str(error).split())[:300]}") from None
 
 
 def _source(pretrained: str | None) -> str | None:
@@ -112,7 +164,14 @@ def load_tiny(name: str = "tiny-clip", *, pretrained: str | None = None, **kwarg
 
     path = CONFIG_DIR / f"{name}.json"
     if not path.exists():
-        raise ValueError(f"unknown tiny backbone config {name!r}; shipped: {tiny_configs()}")
+        import difflib
+
+        from ..core.registry import RegistryError
+
+        close = difflib.get_close_matches(name, tiny_configs(), n=1)
+        hint = f" Did you mean 'tiny:{close[0]}'?" if close else ""
+        raise RegistryError(f"unknown tiny backbone 'tiny:{name}'.{hint} Shipped: "
+                            f"{', '.join('tiny:' + c for c in tiny_configs())} ('tiny' alone is tiny:tiny-clip)")
     cfg = json.loads(path.read_text())
     with torch.random.fork_rng(devices=[]):  # seeded, reproducible weights; the caller's RNG is left alone
         torch.manual_seed(cfg.get("seed", 0))

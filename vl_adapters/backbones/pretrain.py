@@ -48,19 +48,26 @@ def load_weights(model: nn.Module, path: str | Path, *, spec: str) -> None:
     """Load a full or trimmed safetensors state dict into a freshly (seeded) initialised tiny CLIP."""
     from safetensors.torch import load_file
 
+    from .base import BackboneWeightsError, check_state_dict
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{spec}: pretrained checkpoint {str(path)!r} does not exist")
-    state = load_file(str(path))
+    try:
+        state = load_file(str(path))
+    except Exception as error:  # safetensors raises its own error type for a file of another format
+        raise BackboneWeightsError(f"{spec}: {path} is not a safetensors file ({error}); the tiny backbones read "
+                                   "safetensors only (write one with safetensors.torch.save_file)") from None
     if "token_embedding.rows" in state:
         rows = state.pop("token_embedding.rows").long()
         values = state.pop("token_embedding.values")
         weight = model.token_embedding.weight.detach().clone()
         if values.shape != (rows.numel(), weight.shape[1]) or (rows.numel() and int(rows.max()) >= weight.shape[0]):
-            raise ValueError(f"{spec}: {path}: trimmed token embedding does not fit the model's {tuple(weight.shape)}")
+            raise BackboneWeightsError(f"{spec}: {path}: trimmed token embedding does not fit the model's {tuple(weight.shape)}")
         weight[rows] = values.to(weight.dtype)
         state["token_embedding.weight"] = weight
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    check_state_dict(spec, path, state, model.state_dict())
     model.load_state_dict(state, strict=True)
 
 

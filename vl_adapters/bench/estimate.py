@@ -30,7 +30,8 @@ def seconds_per_step(config: dict, backbone, *, steps: int = PROBE_STEPS) -> flo
         # as many epochs as steps: a split smaller than a batch still gives every step
         probe = TrainConfig.from_dict({**config, "run_dir": run_dir, "max_steps": steps + 1, "epochs": steps + 1,
                                        "eval": {**config["eval"], "every_epoch": False}})
-        trainer = Trainer(probe, backbone=backbone, on_step=lambda *_: marks.append(time.perf_counter()), echo=False)
+        trainer = Trainer(probe, backbone=backbone, on_step=lambda *_: marks.append(time.perf_counter()), echo=False,
+                          test_best=False)
         trainer.fit()
     if len(marks) < 2:
         skipped = len({e["video_id"] for e in trainer.skipped})

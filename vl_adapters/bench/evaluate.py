@@ -30,22 +30,16 @@ def evaluate_job(model, config, evaluation: dict, *, row, trainer=None, log=None
 
     device_is_cuda = next(iter(model.parameters()), torch.empty(0)).is_cuda
 
-    def score(dataset, view: str, split: str) -> SplitScores:
-        found = score_split(model, dataset, batch_size=config.data.eval_batch_size, num_workers=config.data.num_workers,
-                            rerank_k=config.eval.rerank_k, on_bad_video=config.on_bad_video, autocast=device_is_cuda,
-                            frame_view=view)
-        if found is None:
-            from .config import BenchError
-
-            raise BenchError(f"{config.data.dataset} split {split!r} under {config.data.root}: no sample was left "
-                             "to evaluate (every video was missing or unreadable)")
-        return found
+    def score(dataset, view: str) -> SplitScores:
+        return score_split(model, dataset, batch_size=config.data.eval_batch_size, num_workers=config.data.num_workers,
+                           rerank_k=config.eval.rerank_k, on_bad_video=config.on_bad_video, autocast=device_is_cuda,
+                           frame_view=view)
 
     test = open_split(config, evaluation["test_split"], model)
-    scores = score(test, row.test_view, evaluation["test_split"])
+    scores = score(test, row.test_view)
     metrics = {**split_metrics(scores, ties=TIES), **twin_metrics(test, scores)}
     if evaluation["shuffle_test"] and row.test_view == "all":
-        mixed = score(test, "shuffled", evaluation["test_split"])
+        mixed = score(test, "shuffled")
         shuffled = {**split_metrics(mixed, ties=TIES), **twin_metrics(test, mixed)}
         metrics.update({f"shuffled/{k}": v for k, v in shuffled.items()})
         metrics.update({f"shuffle_drop/{k}": metrics[k] - v for k, v in shuffled.items() if _percent(k)})
@@ -53,7 +47,7 @@ def evaluate_job(model, config, evaluation: dict, *, row, trainer=None, log=None
     if validation_split(config):
         val_dataset = trainer.eval_dataset if trainer is not None and trainer.eval_dataset is not None else \
             open_split(config, config.data.eval_split, model)
-        val = score(val_dataset, row.test_view, config.data.eval_split)
+        val = score(val_dataset, row.test_view)
         metrics.update({f"val/{k}": v for k, v in split_metrics(val, ties=TIES).items()})
     if scores.task == "retrieval" and evaluation["normalise"]:
         metrics.update(_normalised(model, config, evaluation, scores, val, trainer))

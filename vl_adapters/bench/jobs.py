@@ -144,7 +144,7 @@ def run_job(directory: str | Path, *, device: str | None = None, on_step=None, l
     start = time.perf_counter()
     trainer = None
     if row.train:
-        trainer = Trainer(config, backbone=backbone, on_step=on_step, echo=False)
+        trainer = Trainer(config, backbone=backbone, on_step=on_step, echo=False, test_best=False)
         if (directory / "checkpoints").exists():
             trainer.resume()
         trainer.fit()

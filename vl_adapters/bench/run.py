@@ -71,12 +71,20 @@ class Progress:
 
 
 def task_configs(base: dict, settings: BenchSettings) -> dict[str, dict]:
-    """task head -> its resolved training config (a mapping): the base with the task's overrides."""
+    """task head -> its resolved training config (a mapping): the base with the task's overrides, the
+    bench's test split, and `data.eval_split: auto` resolved (the dataset's validation split, or the test
+    split when it has none)."""
     from vl_adapters.train.config import TrainConfig
+    from vl_adapters.train.data import selection_split
 
     tasks = settings.tasks or {_task_name(base.get("model", {}).get("task", "retrieval")): {}}
-    return {task: TrainConfig.from_dict(task_config(base, task, overrides)).to_dict()
-            for task, overrides in tasks.items()}
+    out = {}
+    for task, overrides in tasks.items():
+        config = TrainConfig.from_dict(task_config(base, task, overrides))
+        config.data.test_split = settings.test_split
+        config.data.eval_split = selection_split(config.data)[0]
+        out[task] = config.to_dict()
+    return out
 
 
 def _task_name(task) -> str:

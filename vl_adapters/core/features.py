@@ -145,8 +145,14 @@ def check_against(features: VideoFeatures | TextFeatures, dims) -> None:
         if tensor is not None and tensor.shape[-1] != width:
             raise FeatureShapeError(f"{type(features).__name__}.{name}: expected width {width} (this backbone's), "
                                     f"got {tensor.shape[-1]}: features of another backbone?")
-    if embedding.isnan().any():
-        warnings.warn(f"{type(features).__name__}: the given features hold NaN values; their scores will be NaN",
+    broken = embedding.isnan().flatten(1).any(1)
+    if broken.any():
+        rows = broken.nonzero().flatten().tolist()
+        kind = "video(s)" if isinstance(features, VideoFeatures) else "text(s)"
+        texts = getattr(features, "texts", None)
+        first = f" (the first: {texts[rows[0]]!r})" if texts else ""
+        warnings.warn(f"{type(features).__name__}: {kind} {rows[:8]}{' ...' if len(rows) > 8 else ''} of the "
+                      f"{len(broken)} given{first} hold NaN values; their scores will be NaN",
                       RuntimeWarning, stacklevel=4)
 
 

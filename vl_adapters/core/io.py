@@ -28,9 +28,13 @@ def _temp_sibling(path: Path, kind: str = "") -> Path:
 def _atomic(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_sibling(path)
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # mode from the umask
+    descriptor = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # mode from the umask
+    mode = os.fstat(descriptor).st_mode & 0o777
+    os.close(descriptor)
     try:
         write(str(tmp))
+        if os.stat(tmp).st_mode & 0o777 != mode:  # safetensors' writer replaces the file with a 0600 one
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -45,13 +46,16 @@ class VideoLanguageModel(nn.Module):
 
     With "backbone" adapters the model runs its own copy of the backbone's modules, which shares the
     frozen weight tensors (no memory is doubled) and receives the injected layers and hooks: the
-    backbone object given to wrap() is left as it was for every other model wrapped on it.
+    backbone object given to wrap() is left as it was for every other model wrapped on it. Moving or
+    casting a model (`to`, `cuda`, `half`, ...) converts its own copy of the frozen tensors, never the
+    ones other models (or the caller's `backbone`) share.
     """
 
     def __init__(self, backbone, adapters: Sequence[Adapter], task) -> None:
         super().__init__()
         adapters = _ordered(adapters, family=getattr(backbone, "family", None))
-        if any(a.stage == "backbone" for a in adapters):
+        self._owns_backbone_modules = any(a.stage == "backbone" for a in adapters)
+        if self._owns_backbone_modules:
             backbone = _private_modules(backbone)
         self.backbone = backbone
         self.adapters = nn.ModuleList(adapters)
@@ -275,16 +279,43 @@ class VideoLanguageModel(nn.Module):
         device, dtype, non_blocking, _ = torch._C._nn._parse_to(*args, **kwargs)
         if dtype is None or not dtype.is_floating_point:
             return super().to(*args, **kwargs)
+        self._convert_frozen_backbone(
+            lambda t: t.to(device=device, dtype=dtype if t.is_floating_point() else None, non_blocking=non_blocking))
         self.backbone.to(device=device, dtype=dtype, non_blocking=non_blocking)
         return super().to(device=device, non_blocking=non_blocking) if device is not None else self
+
+    def _apply(self, fn, recurse: bool = True):
+        self._convert_frozen_backbone(fn)
+        return super()._apply(fn, recurse)
+
+    def _convert_frozen_backbone(self, convert) -> None:
+        """Give this model converted copies of the backbone's frozen tensors, in its own module tree.
+
+        nn.Module's conversions write `param.data` in place, and the frozen tensors are shared with every
+        model wrapped on the same backbone (and with the caller's backbone object): converting them in
+        place would move or cast those too. Trainable tensors inside the backbone (LoRA's) are this
+        model's own and are converted in place as usual, so an optimiser holding them stays valid."""
+        frozen = {id(t): t for t in _frozen_tensors(self.backbone)}
+        converted = {key: convert(t) for key, t in frozen.items()}
+        if all(converted[key] is t for key, t in frozen.items()):
+            return
+        if not self._owns_backbone_modules:
+            self.backbone = _private_modules(self.backbone)
+            self._owns_backbone_modules = True
+        replacement = {key: nn.Parameter(new, requires_grad=False) if isinstance(frozen[key], nn.Parameter) else new
+                       for key, new in converted.items()}
+        for module in self.backbone.modules():
+            for slots in (module._parameters, module._buffers):
+                for name, tensor in slots.items():
+                    if tensor is not None and id(tensor) in replacement:
+                        slots[name] = replacement[id(tensor)]
+        self.text_store = copy.deepcopy(self.text_store)  # features of the old tensors: start afresh
 
     def merge(self) -> VideoLanguageModel:
         """A merged copy for inference: backbone adapters that can be folded into the weights (LoRA) are
         folded into a deep copy of the backbone and dropped; the others (hooks such as st_adapter) keep
         running. This model is left unchanged. Similarities match the unmerged model's within float
         rounding (fp32: 1e-5; see docs/extending.md for bf16)."""
-        import copy
-
         merged = copy.deepcopy(self)
         kept = [a for a in merged.adapters if not (a.stage == "backbone" and a.merge())]
         merged.adapters = nn.ModuleList(kept)
@@ -366,11 +397,14 @@ def _plus_extras(similarity: Tensor, extras) -> Tensor:
     return similarity
 
 
+def _frozen_tensors(backbone) -> list[Tensor]:
+    """The backbone's frozen parameters and its buffers (what wrap() shares between models)."""
+    return [*(p for p in backbone.parameters() if not p.requires_grad), *backbone.buffers()]
+
+
 def _private_modules(backbone):
     """A copy of `backbone`'s module tree whose parameters, buffers and tokenizer are the original's
     objects: adapters can inject layers or hooks into it without touching the original."""
-    import copy
-
     backbone.fingerprint()  # of the weights as loaded, before any adapter adds its own (cached, copied along)
     shared = [*backbone.parameters(), *backbone.buffers(), getattr(backbone, "tokenizer", None)]
     return copy.deepcopy(backbone, memo={id(obj): obj for obj in shared if obj is not None})

@@ -57,6 +57,15 @@ class VideoTextDataset(torch.utils.data.Dataset):
 
     task: str = "retrieval"
     name: str = "dataset"
+    # Annotation files (relative to root) of a validation split apart from the test split: when one
+    # exists, training picks its best checkpoint on "val" (data.eval_split "auto"). Empty where the
+    # release has none, or where its "val" names the test files (msrvtt, activitynet, sutd_trafficqa).
+    validation_files: tuple[str, ...] = ()
+
+    @classmethod
+    def validation_split(cls, root: str | Path) -> str | None:
+        """"val" when the dataset at `root` has a validation split apart from its test split, else None."""
+        return "val" if any((Path(root) / name).is_file() for name in cls.validation_files) else None
 
     def __init__(self, *, num_frames: int = 12, sampler: str = "uniform", sampler_options: dict | None = None,
                  size: int | tuple[int, int] | None = 224, train: bool = False, on_bad_video: str = "skip",

@@ -143,8 +143,11 @@ def extract_features(dataset, backbone, directory: str | Path, *, sampler: str, 
     split's text features (`texts`; default: the dataset's captions, questions or candidates as the task
     head formats them without adapters) in `directory`/text.
 
-    Resumable: rows already marked done in an existing partial index (with the same fingerprint) are
-    not re-encoded. `stop_after` (videos this call) is for tests of interruption. `num_workers`
+    Resumable: batches whose rows are all marked done in an existing partial index (with the same
+    fingerprint) are not re-encoded. Videos are batched by fixed row ranges (the first call's
+    `batch_size`, kept in the index), so a resumed cache is bit-identical to an uninterrupted one on
+    the same machine and thread count. `stop_after` (videos this call, rounded up to whole batches) is
+    for tests of interruption. `num_workers`
     DataLoader processes decode videos ahead of the backbone.
 
     Under torchrun (a process group of N ranks) the batches are shared out: rank r decodes (with its own
@@ -185,10 +188,10 @@ def _extract(dataset, backbone, directory: Path, *, sampler, num_frames, batch_s
         return directory
     n, t = len(video_ids), int(num_frames)
     done = set(index["done"]) if index is not None else set()
-    todo = [i for i in range(n) if i not in done]
-    if stop_after is not None:
-        todo = todo[:stop_after]
-    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    if index is not None:  # a resumed extraction keeps the batches it started with
+        batch_size = int(index.get("batch_size", batch_size))
+    batches = _batches_to_do(n, batch_size, done, stop_after)
+    todo = [row for batch in batches for row in batch]
     rank, world = distributed.rank(), distributed.world_size()
     mine = batches[rank::world]
     row_shapes = _row_shapes(backbone, num_frames, patch_tokens)
@@ -207,7 +210,7 @@ def _extract(dataset, backbone, directory: Path, *, sampler, num_frames, batch_s
     arrays = _open_arrays(directory, shapes, index)
     if index is None:
         index = {"fingerprint": fingerprint, "video_ids": video_ids, "grid": list(grid), "done": [],
-                 "bad_videos": {}, "complete": False}
+                 "bad_videos": {}, "complete": False, "batch_size": batch_size}
         save_json(index_path, index)
     show = progress if progress is not None else _interactive()
     bar = tqdm(total=len(todo), desc=f"extract {directory.name}", unit="video", disable=not show)
@@ -237,6 +240,24 @@ def _extract(dataset, backbone, directory: Path, *, sampler, num_frames, batch_s
         index["complete"] = True
         save_json(index_path, index)
     return directory
+
+
+def _batches_to_do(n: int, batch_size: int, done: set[int], stop_after: int | None) -> list[list[int]]:
+    """The batches still to encode, cut at fixed row boundaries (rows [k * batch_size, (k + 1) * batch_size)):
+    a video's features then never depend on where an earlier call was interrupted, since kernels pick
+    their algorithm by shape and a video encoded with other neighbours would differ in the last bits.
+    A batch with any row not done is encoded whole; `stop_after` (videos) takes whole batches."""
+    batches = [list(range(start, min(start + batch_size, n))) for start in range(0, n, batch_size)]
+    batches = [batch for batch in batches if not done.issuperset(batch)]
+    if stop_after is not None:
+        taken, count = [], 0
+        for batch in batches:
+            if count >= stop_after:
+                break
+            taken.append(batch)
+            count += len(batch)
+        batches = taken
+    return batches
 
 
 def _open_arrays(directory: Path, shapes: dict, index: dict | None) -> dict[str, np.memmap]:
@@ -298,8 +319,10 @@ def _collate_rows(items: list[dict]) -> dict:
 
 def decode_loader(dataset, batches: list[list[int]], *, on_bad_video: str, num_workers: int, pin: bool):
     """Batches of decoded rows for extraction (see _collate_rows), `num_workers` processes decoding ahead."""
+    from .collate import worker_count
+
     return torch.utils.data.DataLoader(_Rows(dataset, on_bad_video), batch_sampler=batches,
-                                       collate_fn=_collate_rows, num_workers=num_workers, pin_memory=pin)
+                                       collate_fn=_collate_rows, num_workers=worker_count(num_workers), pin_memory=pin)
 
 
 def _encode(backbone, batch: dict | None, patch_tokens: bool) -> dict:

@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import torch
 
 from .base import TASKS
+
+_capped_said = False
+
+
+def worker_count(requested: int) -> int:
+    """DataLoader worker processes for `requested`: at most the CPUs this process may run on (more only
+    contend for them, and DataLoader warns about it for every loader it makes). The cap is said once."""
+    global _capped_said
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if requested <= cpus:
+        return requested
+    if not _capped_said:
+        _capped_said = True
+        warnings.warn(f"num_workers={requested} is more than the {cpus} CPU(s) available here: using {cpus} "
+                      "DataLoader worker(s)", RuntimeWarning, stacklevel=3)
+    return cpus
 
 
 def collate(items: list[dict], *, task: str) -> dict:

@@ -23,6 +23,7 @@ Segment layout (a directory, written as <name>.partial and renamed once complete
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -43,7 +44,10 @@ STRINGS_FILE = "strings.json"
 SEGMENT_FORMAT = 1
 TEXT_MEMORY_BYTES = 512 * 2**20  # in-memory features of one store before it spills to disk
 TOKENIZED_MEMO_SIZE = 1_000_000  # strings whose token ids are remembered (tokenizing costs ~0.1-0.5 ms each)
-ENCODE_CHUNK = 64  # texts per text-tower call (a fixed shape: see encode_entries)
+ENCODE_CHUNK = 64  # texts per text-tower call at most (a fixed shape per backbone: see encode_chunk)
+# Multiply-adds a CPU text-tower call should hold at least, so that its fixed cost (Python, dispatch) stays
+# small beside the work: a big tower then encodes one text per call (no padding), a tiny one 64.
+CPU_CALL_WORK = 10**9
 
 
 class _Entry(NamedTuple):
@@ -61,11 +65,27 @@ def real_lengths(token_mask: Tensor) -> Tensor:
     return (token_mask.long() * positions).amax(1).clamp_min(1)
 
 
-def encode_entries(backbone, texts: Sequence[str], chunk: int = ENCODE_CHUNK) -> Iterator[tuple[bytes, _Entry]]:
+def encode_chunk(backbone) -> int:
+    """Texts per text-tower call, fixed for a backbone on a device: kernels pick their algorithm by shape, so
+    a text's features would otherwise depend on how many texts missed with it, and a resumed run would not
+    reproduce an uninterrupted one bit for bit. Every call is padded to it, so it is chosen small where
+    padding costs: on a GPU a call of 64 texts takes about as long as a call of one (ENCODE_CHUNK); on a
+    CPU the time grows with the texts, and the chunk is the fewest texts (a power of two) whose work
+    reaches CPU_CALL_WORK: 1 for a CLIP ViT-B text tower (about 3e9 multiply-adds a text), 64 for tiny."""
+    if backbone.device.type == "cuda":
+        return ENCODE_CHUNK
+    vision = {id(p) for p in backbone.vision_tower().parameters()}
+    tables = {id(p) for m in backbone.model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    weights = sum(p.numel() for p in backbone.model.parameters() if id(p) not in vision and id(p) not in tables)
+    work = max(1, weights * backbone.dims.context_length)  # multiply-adds of one text, about
+    return min(ENCODE_CHUNK, 1 << max(0, math.ceil(math.log2(CPU_CALL_WORK / work))))
+
+
+def encode_entries(backbone, texts: Sequence[str], chunk: int | None = None) -> Iterator[tuple[bytes, _Entry]]:
     """(key, entry) of each text through the frozen text tower, in order. Every call holds exactly
-    `chunk` texts (the last is padded with empty ones): kernels pick their algorithm by shape, so a
-    text's features would otherwise depend on how many texts missed with it, and a resumed run would
-    not reproduce an uninterrupted one bit for bit."""
+    `chunk` texts (default encode_chunk(backbone); the last call is padded with empty texts), so a text's
+    features never depend on the texts encoded with it."""
+    chunk = chunk or encode_chunk(backbone)
     for start in range(0, len(texts), chunk):
         part = list(texts[start:start + chunk])
         out = backbone.encode_text(part + [""] * (chunk - len(part)))

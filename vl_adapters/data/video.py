@@ -11,8 +11,10 @@ workers and each worker decodes on its own.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,6 +179,37 @@ def _to_array(frame, height: int | None, width: int | None) -> np.ndarray:
 
 
 _decord_missing_logged = False
+_decord_quiet = False
+
+
+@contextlib.contextmanager
+def _decoders_silenced():
+    """Keep the decoders' own logging off the terminal while they read: a file they cannot read gets one
+    line from us (VideoReadError's reason, then the skip or error message), not 1 to 6 native lines more.
+    decord's FFmpeg is set quiet once; its C++ errors, written straight to the process's stderr (fd 2),
+    go to /dev/null for the duration of the read; PyAV's are captured."""
+    global _decord_quiet
+    if not _decord_quiet and decord_available():
+        import decord
+
+        decord.logging.set_level(decord.logging.QUIET)
+        _decord_quiet = True
+    with contextlib.ExitStack() as stack:
+        try:
+            import av.logging
+
+            stack.enter_context(av.logging.Capture())
+        except ImportError:
+            pass
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "w") as null:
+                os.dup2(null.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def decord_available() -> bool:
@@ -204,7 +237,8 @@ def read_video(path: str | Path, choose: Callable[[int], list[int]], *, size: Si
     if reader in ("auto", "decord"):
         if decord_available():
             try:
-                return _read_decord(path, choose, size)
+                with _decoders_silenced():
+                    return _read_decord(path, choose, size)
             except VideoReadError:
                 raise
             except Exception as error:  # decord raises its own error types for unreadable files
@@ -218,7 +252,8 @@ def read_video(path: str | Path, choose: Callable[[int], list[int]], *, size: Si
             _decord_missing_logged = True
             log.warning("decord is not installed; reading videos with PyAV")
     try:
-        return _read_pyav(path, choose, size)
+        with _decoders_silenced():
+            return _read_pyav(path, choose, size)
     except VideoReadError:
         raise
     except ImportError as error:

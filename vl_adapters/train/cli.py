@@ -13,6 +13,7 @@ examples:
   vl-adapters train --config examples/configs/msrvtt.yaml --root /data/msrvtt --cache /data/msrvtt_cache \\
       --epochs 5 --set optim.lr=3e-4 --set data.batch_size=64
   vl-adapters train --run-dir runs/msrvtt --resume           # continue an interrupted run exactly
+  vl-adapters train --config examples/configs/msrvtt.yaml --overwrite   # replace the run in its run_dir
   torchrun --nproc-per-node 4 -m vl_adapters.cli train --config examples/configs/msrvtt.yaml
 
 Every key of the YAML file can be overridden with --set section.key=value (values are read as YAML);
@@ -24,7 +25,7 @@ See docs/training.md.
 
 EVAL_EXAMPLES = """\
 examples:
-  vl-adapters eval --run runs/msrvtt                       # best checkpoint, the run's eval split
+  vl-adapters eval --run runs/msrvtt                       # best checkpoint, the run's test split
   vl-adapters eval --run runs/msrvtt --checkpoint last --rerank-k 0
   vl-adapters eval --adapters runs/msrvtt/checkpoints/best --dataset msrvtt --root /data/msrvtt --split test
   vl-adapters eval --run runs/msrvtt --normalise qb_norm --querybank train   # + qb_norm/* beside the raw metrics
@@ -65,14 +66,20 @@ def register(sub) -> None:
     train.add_argument("--config", help="YAML (or JSON) training config, e.g. examples/configs/msrvtt.yaml")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override any config key, e.g. --set optim.warmup_ratio=0.05 (repeatable)")
-    train.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+    again = train.add_mutually_exclusive_group()
+    again.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                        help="continue from <run-dir>/checkpoints/last (or the given checkpoint directory)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="start afresh in a run directory that already holds a run: its checkpoints, "
+                            "metrics.jsonl, report.json and config files are removed first (without --resume or "
+                            "--overwrite such a directory is refused)")
     train.add_argument("--run-dir", help="where checkpoints, logs and the report go")
     train.add_argument("--dataset", help="a registered dataset (`vl-adapters list` shows them: msrvtt, didemo, "
                                          "activitynet, lsmdc, nextqa, jsonl, ...)")
     train.add_argument("--root", help="the dataset's directory")
     train.add_argument("--cache", help="feature cache directory from `vl-adapters extract` (one subdir per split)")
-    train.add_argument("--backbone", help="open_clip:<name> | hf:<dir> | tiny")
+    train.add_argument("--backbone", help="open_clip:<name> (real videos, with --pretrained) | hf:<id or dir> | "
+                                          "tiny:synthetic (default: pretrained on synthetic stills) | tiny (untrained)")
     train.add_argument("--pretrained", help="open_clip tag or local weights file")
     train.add_argument("--adapters", nargs="+", metavar="NAME", help="adapter names (configs: use the YAML file)")
     train.add_argument("--task", help="retrieval | multiple_choice | open_qa")
@@ -103,7 +110,7 @@ def register(sub) -> None:
     ev.add_argument("--checkpoint", default="best", help="best | last (with --run; default best)")
     ev.add_argument("--dataset", help="dataset name (default: the run's)")
     ev.add_argument("--root", help="dataset directory (default: the run's)")
-    ev.add_argument("--split", help="split to evaluate (default: the run's eval split)")
+    ev.add_argument("--split", help="split to evaluate (default: the run's data.test_split, test)")
     ev.add_argument("--cache", help="feature cache directory (one subdir per split)")
     ev.add_argument("--num-frames", type=int)
     ev.add_argument("--batch-size", type=int, default=None)
@@ -128,7 +135,8 @@ def register(sub) -> None:
     ex.add_argument("--dataset", required=True, help="dataset name (see `vl-adapters train --help`)")
     ex.add_argument("--root", required=True, help="the dataset's directory")
     ex.add_argument("--split", default="train")
-    ex.add_argument("--backbone", required=True, help="open_clip:<name> | hf:<dir> | tiny")
+    ex.add_argument("--backbone", required=True, help="open_clip:<name> (real videos, with --pretrained) | "
+                                                       "hf:<id or dir> | tiny:synthetic | tiny (untrained)")
     ex.add_argument("--pretrained", help="open_clip tag or local weights file")
     ex.add_argument("--out", required=True, help="cache directory for this split, e.g. <cache>/train")
     ex.add_argument("--num-frames", type=int, default=12)
@@ -172,14 +180,19 @@ def cmd_train(args) -> int:
         config_path = Path(args.run_dir) / "config.yaml"
     config = load_config(config_path, _overrides(args))
     check_dataset(config.data.dataset, config.data.root, "data.root (--root)")
-    trainer = train(config, resume=args.resume)
+    trainer = train(config, resume=args.resume, overwrite=args.overwrite)
     dropped = {"count": 0, "rows": []}
-    for dataset in (trainer.train_dataset, trainer.eval_dataset):
+    for dataset in (trainer.train_dataset, trainer.eval_dataset, trainer.test_dataset):
         found = dropped_rows(dataset) if dataset is not None else {"count": 0, "rows": []}
         dropped = {"count": dropped["count"] + found["count"], "rows": dropped["rows"] + found["rows"]}
     report_skipped("train", trainer.skipped, dropped, trainer.run_dir / "report.json", write=False)
-    print(json.dumps({"run_dir": str(trainer.run_dir), "step": trainer.state["step"],
-                      "best": {trainer.state["best_metric"]: trainer.state["best_value"]}}))
+    if trainer.selection_note:
+        print(f"vl-adapters train: note: {trainer.selection_note}", file=sys.stderr)
+    summary = {"run_dir": str(trainer.run_dir), "step": trainer.state["step"],
+               "best": {trainer.state["best_metric"]: trainer.state["best_value"]}, "selected_on": trainer.eval_split}
+    if trainer.test_result is not None:
+        summary["test"] = {trainer.test_result["split"]: trainer.test_result["metrics"]}
+    print(json.dumps(summary))
     return 0
 
 
@@ -251,7 +264,7 @@ def cmd_eval(args) -> int:
         directory = Path(args.adapters)
     d = config.data
     dataset_name, root = args.dataset or d.dataset, args.root or d.root
-    split, num_frames = args.split or d.eval_split, args.num_frames or d.num_frames
+    split, num_frames = args.split or d.test_split, args.num_frames or d.num_frames
     check_dataset(dataset_name, root, "--root")
     normalise = args.normalise or config.eval.normalise
     normalise_options = dict(config.eval.normalise_options) if normalise == config.eval.normalise else {}

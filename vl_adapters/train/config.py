@@ -22,7 +22,11 @@ class DataConfig:
     dataset: str = "jsonl"  # a name build_dataset knows: msrvtt, msvd, msrvtt_qa, msvd_qa, sutd_trafficqa, ...
     root: str = ""  # the dataset's directory, laid out as its public release ships it
     train_split: str = "train"
-    eval_split: str = "test"
+    # The split evaluated after each epoch, which picks the best checkpoint. "auto": the dataset's validation
+    # split when it has one apart from its test split (jsonl: root/val.jsonl), else test_split, which the
+    # output and report.json then say (its metrics are optimistic: they chose the model).
+    eval_split: str = "auto"
+    test_split: str = "test"  # evaluated with the best checkpoint at the end when it is not eval_split
     num_frames: int = 12
     sampler: str = "uniform"
     # the frames a training step sees (data/views.py): all (in order) | middle (the middle frame only, also
@@ -37,7 +41,10 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "tiny"  # open_clip:<name> | hf:<dir> | tiny
+    # open_clip:<name> | hf:<id or dir> | tiny:synthetic | tiny. The default is the tiny backbone pretrained on
+    # the project's synthetic stills (what the bench freezes); plain `tiny` is the same network untrained
+    # (seeded: for tests). Real videos need a real CLIP: open_clip:ViT-B-32 with pretrained: openai.
+    backbone: str = "tiny:synthetic"
     pretrained: str | None = None
     precision: str = "auto"  # auto (bf16 on CUDA) | fp32 | bf16
     adapters: list = field(default_factory=list)  # names or {"type": name, ...} dicts, in any order

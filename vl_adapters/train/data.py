@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..core import distributed
 from ..data.cache import FeatureCache
+from ..data.collate import worker_count
 
 
 class BadVideoError(RuntimeError):
@@ -41,6 +43,7 @@ class CachedDataset(torch.utils.data.Dataset):
         self._collate = dataset_collate(dataset)
         t = cache.frame_mask.shape[1]
         self._placeholder = torch.zeros(t, 3, 1, 1, dtype=torch.uint8)
+        self._nan_rows: dict[int, bool] = {}
 
     def __len__(self) -> int:
         return len(self.dataset.samples)
@@ -53,9 +56,17 @@ class CachedDataset(torch.utils.data.Dataset):
             item["bad_video"] = self.cache.bad_videos[video_id]
             return item
         row = self.cache.row(video_id)
+        if self._holds_nan(row):  # skipped and reported by its id, as a video that cannot be read
+            item["bad_video"] = f"{self.cache.directory}: the cached features of {video_id!r} hold NaN values"
+            return item
         item["frames"] = self._placeholder
         item["frame_mask"] = torch.from_numpy(self.cache.frame_mask[row].copy())
         return item
+
+    def _holds_nan(self, row: int) -> bool:
+        if row not in self._nan_rows:
+            self._nan_rows[row] = bool(np.isnan(self.cache.frame_emb[row]).any())
+        return self._nan_rows[row]
 
     def collate(self, items: list[dict]) -> dict:
         batch = self._collate(items)
@@ -80,7 +91,7 @@ def make_loader(dataset, *, batch_size: int, shuffle: bool, seed: int, epoch: in
     sampler.set_epoch(epoch)
     indices = list(sampler)[skip_batches * batch_size:]
     generator = torch.Generator().manual_seed(seed * 1000 + epoch)
-    return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=num_workers,
+    return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=worker_count(num_workers),
                       collate_fn=dataset_collate(dataset), generator=generator,
                       persistent_workers=False, pin_memory=False)
 
@@ -130,6 +141,46 @@ def skipped_report(skipped: list[dict]) -> dict:
         by_reason.setdefault(skip_reason(entry["reason"]), []).append(entry["video_id"])
     return {"count": len(skipped), "by_reason": {k: sorted(set(v)) for k, v in sorted(by_reason.items())},
             "videos": skipped}
+
+
+def selection_split(data) -> tuple[str, str | None]:
+    """The split that picks the best checkpoint (`data.eval_split` with "auto" resolved; `data` is a
+    DataConfig) and, when that is the test split, a note saying so."""
+    from ..data import DATASETS, dataset_class
+
+    known = data.dataset in DATASETS and bool(str(data.root))
+    val = dataset_class(data.dataset).validation_split(data.root) if known else None
+    split = (val or data.test_split) if data.eval_split == "auto" else data.eval_split
+    if split != data.test_split:
+        return split, None
+    if data.eval_split == "auto":
+        why = f"the {data.dataset} dataset at {data.root} has no validation split apart from it"
+    elif val is not None:
+        why = f"data.eval_split is {split!r} although the dataset has a {val!r} split"
+    else:
+        why = f"data.eval_split is {split!r}"
+    return split, (f"the best checkpoint is chosen on the test split {split!r} ({why}), so the metrics it reports "
+                   "are optimistic; give the dataset a validation split (jsonl: root/val.jsonl) to choose on that")
+
+
+class NothingLeftError(ValueError):
+    """Every video of a split was skipped (or it has no samples): nothing is left to train on or evaluate."""
+
+
+def nothing_left(dataset, skipped: list[dict], doing: str) -> NothingLeftError:
+    """The error that says why a split left nothing to `doing` ("train on", "evaluate"): its skipped
+    videos by reason, the first one's path, and where the annotation's relative video paths resolve."""
+    videos = list({entry["video_id"]: entry for entry in skipped}.values())
+    if not videos:
+        return NothingLeftError(f"the split to {doing} has no samples, so nothing was left to {doing}")
+    counts: dict[str, int] = {}
+    for entry in videos:
+        counts[skip_reason(entry["reason"])] = counts.get(skip_reason(entry["reason"]), 0) + 1
+    where = getattr(getattr(dataset, "dataset", dataset), "video_dir", None)
+    hint = f"; the annotation's relative video paths resolve under {where}/" if where is not None else ""
+    reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
+    return NothingLeftError(f"all {len(videos)} video(s) of the split to {doing} were skipped ({reasons}), so "
+                            f"nothing was left to {doing} (the first: {videos[0]['reason']}){hint}")
 
 
 def dropped_rows(dataset) -> dict:

@@ -18,7 +18,7 @@ from ..core.features import TextFeatures, VideoFeatures, concat_text_features, c
 from ..data.views import apply_view, check_view, fixed_permutations
 from ..tasks.metrics import answer_credit, credit_metrics, retrieval_metrics
 from ..tasks.normalise import normalised_retrieval_metrics, parse_options
-from .data import BadVideoError, batch_size_of, make_loader, skipped_of
+from .data import BadVideoError, batch_size_of, make_loader, nothing_left, skipped_of
 
 SHUFFLE_SEED = 1234  # the evaluation's frame permutation of each video: the same for every model
 
@@ -70,8 +70,6 @@ def evaluate(model, dataset, *, batch_size: int = 64, num_workers: int = 0, rera
     scores = score_split(model, dataset, batch_size=batch_size, num_workers=num_workers, rerank_k=rerank_k,
                          on_bad_video=on_bad_video, skipped=skipped, progress=progress, autocast=autocast,
                          frame_view=frame_view)
-    if scores is None:
-        return {}
     metrics = split_metrics(scores, ties=ties)
     if normalise != "none":
         bank = None
@@ -91,15 +89,16 @@ def split_metrics(scores: SplitScores, *, ties: str = "truth_first") -> dict[str
         metrics = retrieval_metrics(scores.scores, scores.truth, ties=ties)
         if typed:
             metrics.update(_per_type(scores.scores, scores.truth, scores.kinds, ties))
-        return metrics
-    return credit_metrics(answer_credit(scores.scores, scores.truth, ties), scores.kinds if typed else None)
+    else:
+        metrics = credit_metrics(answer_credit(scores.scores, scores.truth, ties), scores.kinds if typed else None)
+    return _note_nan(metrics, int(scores.scores.isnan().sum()))  # masked candidates are -inf, no fault
 
 
 @torch.no_grad()
 def score_split(model, dataset, *, batch_size: int = 64, num_workers: int = 0, rerank_k: int | None = None,
                 on_bad_video: str = "skip", skipped: list | None = None, progress: bool = False,
-                autocast: bool = False, frame_view: str = "all") -> SplitScores | None:
-    """Run `model` (in eval mode) once over `dataset`; None when no sample was left to score."""
+                autocast: bool = False, frame_view: str = "all") -> SplitScores:
+    """Run `model` (in eval mode) once over `dataset` (NothingLeftError when no sample could be scored)."""
     check_view(frame_view)
     was_training = model.training
     model.eval()
@@ -112,7 +111,7 @@ def score_split(model, dataset, *, batch_size: int = 64, num_workers: int = 0, r
 
 
 def _score(model, dataset, *, batch_size, num_workers, rerank_k, on_bad_video, skipped, progress, autocast,
-           frame_view) -> SplitScores | None:
+           frame_view) -> SplitScores:
     from tqdm.auto import tqdm
 
     # Every rank evaluates the whole split (metrics need every pair); only rank 0 writes them.
@@ -126,12 +125,14 @@ def _score(model, dataset, *, batch_size, num_workers, rerank_k, on_bad_video, s
     videos: dict[int, VideoFeatures] = {}
     texts: list[TextFeatures] = []
     owners, samples, kinds, rows, answers = [], [], [], [], []
+    skipped_here: list[dict] = []
     for batch in tqdm(loader, desc="eval", disable=not progress, unit="batch"):
         for entry in skipped_of(batch):
             if on_bad_video == "raise":
                 raise BadVideoError(f"eval: video {entry['video_id']!r} could not be read: {entry['reason']}")
+            skipped_here.append({**entry, "split": "eval"})
             if skipped is not None:
-                skipped.append({**entry, "split": "eval"})
+                skipped.append(skipped_here[-1])
         if batch_size_of(batch) == 0:
             continue
         batch = apply_view(batch, frame_view, permutations=permutations)
@@ -153,7 +154,7 @@ def _score(model, dataset, *, batch_size, num_workers, rerank_k, on_bad_video, s
                 answers.append(batch.pop("answer").cpu())
                 rows.append(model(batch).scores.float().cpu())
     if not samples:
-        return None
+        raise nothing_left(dataset, skipped_here, "evaluate")
     if task != "retrieval":
         width = max(r.shape[1] for r in rows)
         scores = torch.cat([torch.nn.functional.pad(r, (0, width - r.shape[1]), value=float("-inf")) for r in rows])
@@ -191,6 +192,14 @@ def _per_type(sims: torch.Tensor, truth: torch.Tensor, kinds: list[str], ties: s
         found = retrieval_metrics(sims[rows][:, videos], column[truth[rows]], ties=ties)
         out.update({f"{name}/{kind}": value for name, value in found.items()})
     return out
+
+
+def _note_nan(metrics: dict, count: int) -> dict:
+    """Add "nan_scores" (how many scores were NaN) to `metrics` when there are any: the metrics still rank
+    them (last), but such a model is broken and is never kept as the best."""
+    if count:
+        metrics["nan_scores"] = count
+    return metrics
 
 
 def querybank_scores(model, queries: list[str], scores: SplitScores, *, rerank_k, chunk: int = 1024) -> torch.Tensor:

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -16,7 +17,8 @@ import torch
 import torch.distributed as dist
 
 from ..core import distributed
-from ..core.io import load_json, remove_orphans, save_json, save_text
+from ..core.config import ConfigError
+from ..core.io import load_json, load_tensors, remove_orphans, save_json, save_text
 from ..core.model import CacheRefusedError
 from .checkpoint import find_checkpoint, load_checkpoint, recover_checkpoints, save_checkpoint
 from .config import TrainConfig
@@ -27,6 +29,8 @@ from .data import (
     batches_per_epoch,
     dropped_rows,
     make_loader,
+    nothing_left,
+    selection_split,
     skipped_of,
     skipped_report,
 )
@@ -34,6 +38,10 @@ from .evaluate import default_metric, evaluate
 from .resources import StepClock, peak_memory_bytes, peak_memory_note, reset_peak_memory
 from .run_log import RunLog
 from .schedule import WarmupCosine
+
+# A run that skipped more than this fraction of the optimiser steps it tried (on non-finite losses or
+# gradients, nonfinite_loss: skip) diverged rather than met a few bad batches: it ends as failed.
+MOST_SKIPPED = 0.5
 
 
 class NonFiniteError(RuntimeError):
@@ -75,11 +83,12 @@ class Trainer:
     """Build with a TrainConfig; datasets and a model may be passed in (tests, notebooks), otherwise
     they are built from the config (build_dataset, load_backbone, wrap). `on_step(step, total)` is called
     after each optimiser step (progress reports, timing probes); `echo=False` keeps the epoch lines off
-    stdout (a grid's jobs, which report per job)."""
+    stdout and `test_best=False` leaves the best checkpoint's test evaluation to the caller (a grid's jobs,
+    which report per job and evaluate the test split their own way)."""
 
     def __init__(self, config: TrainConfig, *, model=None, backbone=None, train_dataset=None, eval_dataset=None,
                  train_cache: str | Path | None = None, eval_cache: str | Path | None = None,
-                 on_step=None, echo: bool = True) -> None:
+                 on_step=None, echo: bool = True, test_best: bool = True) -> None:
         self.config = config
         self.on_step = on_step
         init_distributed()
@@ -94,16 +103,26 @@ class Trainer:
         if backbone is None:  # a caller that runs many jobs on one frozen backbone passes it in
             backbone = model.backbone if model is not None else self._build_backbone()
         size = backbone.dims.image_size
+        d = config.data
+        self.eval_split, self.selection_note = selection_split(d)
+        if eval_dataset is not None or not (config.eval.every_epoch and d.eval_split):
+            self.selection_note = None  # the caller chose what to select on, or nothing is selected
         if train_dataset is None:
-            train_dataset = self._build_dataset(config.data.train_split, size=size, train=True)
-        if eval_dataset is None and config.eval.every_epoch and config.data.eval_split:
-            eval_dataset = self._build_dataset(config.data.eval_split, size=size, train=False)
+            train_dataset = self._build_dataset(d.train_split, size=size, train=True)
+        test_dataset = None  # the best checkpoint's test split, when the trainer builds its evaluation itself
+        if eval_dataset is None and config.eval.every_epoch and d.eval_split:
+            eval_dataset = self._build_dataset(self.eval_split, size=size, train=False)
+            if self.eval_split != d.test_split and test_best:
+                test_dataset = self._build_dataset(d.test_split, size=size, train=False)
         self.model = model if model is not None else self._build_model(backbone, train_dataset)
-        base = config.data.cache
-        train_cache = train_cache or (Path(base) / config.data.train_split if base else None)
-        eval_cache = eval_cache or (Path(base) / config.data.eval_split if base else None)
+        base = d.cache
+        train_cache = train_cache or (Path(base) / d.train_split if base else None)
+        eval_cache = eval_cache or (Path(base) / self.eval_split if base else None)
         self.train_dataset = self._with_cache(train_dataset, train_cache)
         self.eval_dataset = self._with_cache(eval_dataset, eval_cache) if eval_dataset is not None else None
+        self.test_dataset = (self._with_cache(test_dataset, Path(base) / d.test_split if base else None)
+                             if test_dataset is not None else None)
+        self.test_result: dict | None = None
         params = self.model.trainable_parameters()
         if not params:
             raise ValueError("the model has no trainable parameters: add at least one adapter")
@@ -224,7 +243,7 @@ class Trainer:
             evaluated: dict = {}
             bar = tqdm(total=self.batches, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                        disable=not show_progress(cfg.progress), unit="batch")
-            pending = 0
+            pending, had_data = 0, False
             first_step = self.state["step"]
             clock.start()
             for batch in loader:
@@ -234,6 +253,7 @@ class Trainer:
                 batch = self._view(batch)
                 last_of_epoch = self.state["batch_in_epoch"] == self.batches
                 if self._every_rank_has_data(batch):
+                    had_data = True
                     sync = pending + 1 == accumulation or last_of_epoch
                     context = self.ddp.no_sync() if (self.ddp is not None and not sync) else _null()
                     with context:
@@ -263,6 +283,8 @@ class Trainer:
             clock.stop(self.state["step"] - first_step)
             self.state["clock"] = clock.state()
             bar.close()
+            if not had_data and not skip:
+                raise nothing_left(self.train_dataset, [e for e in self.skipped if e["split"] == "train"], "train on")
             if not stopped:
                 self.state["epoch"] += 1
                 self.state["batch_in_epoch"] = 0
@@ -273,6 +295,9 @@ class Trainer:
             self._save("last")
             self.run_log.end_epoch(epoch=epoch + 1, epochs=cfg.epochs, step=self.state["step"], metrics=evaluated,
                                    stopped=stopped)
+        self._stop_if_diverged()
+        if not stopped:
+            self._test_best()
         self._write_report(metrics, stopped)
         self.run_log.close()
         return metrics
@@ -292,6 +317,34 @@ class Trainer:
     def eval_view(self) -> str:
         """Evaluation sees every frame in order, except after training on the middle frame alone."""
         return "middle" if self.config.data.frame_view == "middle" else "all"
+
+    def _test_best(self) -> None:
+        """The best checkpoint's metrics on the test split, when the best was chosen on another split
+        (logged as kind "test", in report.json's "test"); the model keeps its last weights."""
+        if self.test_dataset is None or self.state["best_value"] is None:
+            return
+        if distributed.is_distributed():
+            dist.barrier()  # rank 0 has written the best checkpoint
+        last = {name: tensor.clone() for name, tensor in self.model.adapter_state_dict().items()}
+        best = find_checkpoint(self.run_dir / "checkpoints" / "best")
+        self.model.load_adapter_state_dict(load_tensors(best / "adapters.safetensors", device=str(self.device)))
+        try:
+            metrics = self.evaluate(self.test_dataset)
+        finally:
+            self.model.load_adapter_state_dict(last)
+        split = self.config.data.test_split
+        self.test_result = {"split": split, "checkpoint": "best", "metrics": metrics}
+        self._log({"kind": "test", "split": split, "checkpoint": "best", "step": self.state["step"], **metrics})
+
+    def _stop_if_diverged(self) -> None:
+        """A run (nonfinite_loss: skip) that skipped most of what it tried did not train: stop it as failed."""
+        skipped = len(self.state["nonfinite_skipped"])
+        tried = self.state["step"] + skipped
+        if skipped and skipped > MOST_SKIPPED * tried:
+            self._stop_nonfinite(
+                f"the run skipped {skipped} of its {tried} optimiser steps on non-finite losses or gradients "
+                f"(nonfinite_loss: skip), more than {MOST_SKIPPED:.0%}: it diverged; lower optim.lr. The "
+                "checkpoints were written; 'best' holds only an evaluation with finite scores, if any")
 
     def _every_rank_has_data(self, batch) -> bool:
         """False when this batch (or, under DDP, any rank's batch) lost every video: all ranks skip it
@@ -343,9 +396,11 @@ class Trainer:
         self._write_report({}, stopped=True, error=message)
         raise NonFiniteError(message)
 
-    def evaluate(self) -> dict:
+    def evaluate(self, dataset=None) -> dict:
+        """Metrics of the model as it is on `dataset` (default: the evaluation split)."""
         e = self.config.eval
-        return evaluate(self.model, self.eval_dataset, batch_size=self.config.data.eval_batch_size,
+        dataset = self.eval_dataset if dataset is None else dataset
+        return evaluate(self.model, dataset, batch_size=self.config.data.eval_batch_size,
                         num_workers=self.config.data.num_workers, rerank_k=e.rerank_k,
                         on_bad_video=self.config.on_bad_video, skipped=self.skipped,
                         progress=show_progress(self.config.progress), autocast=self.device.type == "cuda",
@@ -369,7 +424,7 @@ class Trainer:
         if name not in metrics:
             raise KeyError(f"eval.metric {name!r} is not among the evaluation's metrics {sorted(metrics)}")
         value = metrics[name]
-        if not math.isfinite(value):  # never the best: a NaN compares false both ways
+        if not math.isfinite(value) or metrics.get("nan_scores"):  # a model scoring NaN is never the best
             return
         lower_is_better = name.endswith(("MdR", "MnR"))
         best = self.state["best_value"]
@@ -428,6 +483,8 @@ class Trainer:
             "trainable_parameters": sum(p.numel() for p in self.model.trainable_parameters()),
             "cost": self.cost(),
             "best": {"metric": self.state["best_metric"], "value": self.state["best_value"]},
+            "model_selection": {"split": self.eval_split, "note": self.selection_note},
+            "test": self.test_result,
             "last_metrics": metrics,
             "skipped_videos": skipped_report(self.skipped),
             "nonfinite_skipped": {"count": len(self.state["nonfinite_skipped"]),
@@ -481,7 +538,25 @@ class _null:
         return False
 
 
-def train(config: TrainConfig, *, resume: bool | str = False, **kwargs) -> Trainer:
+RUN_FILES = ("checkpoints", "metrics.jsonl", "report.json", "config.json", "config.yaml")  # what a run writes
+
+
+def train(config: TrainConfig, *, resume: bool | str = False, overwrite: bool = False, **kwargs) -> Trainer:
+    """Build a Trainer and fit it. A run directory that already holds a run is refused unless `resume`
+    (continue it) or `overwrite` (its run files, RUN_FILES, are removed first and the run starts afresh)."""
+    run_dir = Path(config.run_dir)
+    held = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if held and not resume:
+        if not overwrite:
+            raise ConfigError(f"run_dir {str(run_dir)!r} already holds a run ({', '.join(held)}); pass --resume to "
+                              "continue it, --overwrite to replace it, or choose another --run-dir")
+        init_distributed()
+        if distributed.rank() == 0:
+            for name in held:
+                path = run_dir / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if distributed.is_distributed():
+            dist.barrier()
     trainer = Trainer(config, **kwargs)
     if resume:
         trainer.resume(None if resume is True else resume)

@@ -39,6 +39,7 @@ def moment_seconds(times) -> list[float] | None:
 class DiDeMo(VideoTextDataset):
     task = "retrieval"
     name = "didemo"
+    validation_files = ("val_data.json",)
 
     def __init__(self, root: str | Path, split: str = "test", *, video_dir: str | Path | None = None,
                  strict_annotations: bool = True, **kwargs) -> None:

@@ -78,6 +78,7 @@ def check_row(path: Path, line: int, row: dict, task: str, notes: Annotations) -
 
 class JSONLDataset(VideoTextDataset):
     name = "jsonl"
+    validation_files = ("val.jsonl",)
 
     def __init__(self, root: str | Path, split: str = "test", *, task: str | None = None,
                  video_dir: str | Path | None = None, file: str | None = None, strict_annotations: bool = True,
@@ -98,6 +99,7 @@ class JSONLDataset(VideoTextDataset):
             task = infer_task(rows[0][1])
         self.task = task
         directory = video_directory(root, video_dir, ("videos",))
+        self.video_dir = directory  # where the rows' relative paths resolve (said when none is found)
         rows = [(line, row) for line, row in rows if check_row(path, line, row, task, notes)]
         vocab = lookup = None
         if task == "open_qa":

@@ -33,6 +33,7 @@ def movie_of(clip_id: str) -> str:
 class LSMDC(VideoTextDataset):
     task = "retrieval"
     name = "lsmdc"
+    validation_files = (SPLIT_FILES["val"],)
 
     def __init__(self, root: str | Path, split: str = "test", *, video_dir: str | Path | None = None,
                  file: str | None = None, strict_annotations: bool = True, **kwargs) -> None:

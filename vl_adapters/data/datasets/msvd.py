@@ -84,6 +84,7 @@ def read_captions(root: Path, notes: Annotations) -> dict[str, list[str]]:
 class MSVD(VideoTextDataset):
     task = "retrieval"
     name = "msvd"
+    validation_files = ("val_list.txt", "youtube_mapping.txt")
 
     def __init__(self, root: str | Path, split: str = "test", *, video_dir: str | Path | None = None,
                  strict_annotations: bool = True, **kwargs) -> None:

@@ -34,6 +34,7 @@ def _annotation_folder(root: Path, name: str) -> Path:
 class NExTQA(VideoTextDataset):
     task = "multiple_choice"
     name = "nextqa"
+    validation_files = ("val.csv", "nextqa/val.csv")
 
     def __init__(self, root: str | Path, split: str = "test", *, video_dir: str | Path | None = None,
                  strict_annotations: bool = True, **kwargs) -> None:

@@ -53,6 +53,7 @@ def read_qa(path: Path, notes: Annotations, video_name) -> list[tuple[str, str, 
 class _OpenQA(VideoTextDataset):
     task = "open_qa"
     video_prefix = "video"
+    validation_files = ("val_qa.json",)
 
     def __init__(self, root: str | Path, split: str = "test", *, video_dir: str | Path | None = None,
                  answer_vocab_size: int | None = None, strict_annotations: bool = True, **kwargs) -> None:
