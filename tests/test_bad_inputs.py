@@ -207,7 +207,7 @@ ROWS = [
     Row("saved adapters loaded onto other backbone weights", _mismatch,
         r"BackboneMismatchError: .*fingerprint .* allow_backbone_mismatch"),
     Row("a model folder (or Hub repo) holding a pickle file", _pickled,
-        r"PickleRefusedError: .*\['pytorch_model.bin'\]; vl-adapters never unpickles"),
+        r"PickleRefusedError: .*\['pytorch_model.bin'\]; the library never unpickles"),
     # the command line
     Row("`train` on a JSONL file with a malformed line",
         lambda e: e.cli("train", "--dataset", "jsonl", "--root", str(e.jsonl([GOOD[0], '{"video": "b.mp4",', GOOD[2]])),

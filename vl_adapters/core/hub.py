@@ -137,7 +137,7 @@ def refuse_pickles(directory: str | Path, name: str | None = None) -> None:
                    if p.suffix.lower() in PICKLE_SUFFIXES and p.is_file())
     if found:
         shown = found[:5] + (["..."] if len(found) > 5 else [])
-        raise PickleRefusedError(f"{name or directory}: holds pickle file(s) {shown}; vl-adapters never unpickles "
+        raise PickleRefusedError(f"{name or directory}: holds pickle file(s) {shown}; the library never unpickles "
                                  "(loading a pickle can run any code), so it loads adapters only from folders of "
                                  "safetensors + JSON: remove those files or use another source")
 
