@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import vl_adapters as vla
+from vl_adapters.adapters.trajectory_word import TrajectoryWordConfig
 from vl_adapters.adapters.trajectory_word.modules import FrameSelector, TrajectoryWordLayer
 from vl_adapters.core.adapter import AdapterContext
 from vl_adapters.core.pooling import cosine_matrix
@@ -194,7 +195,15 @@ def test_bad_inputs_are_named():
     with pytest.raises(vla.FeatureShapeError, match="aligned pairs"):
         module(video.index(torch.tensor([0, 1])), text, AdapterContext())
     with pytest.raises(vla.ConfigError, match="select_before"):
-        vla.build_adapter({"type": "trajectory_word", "depth": 2, "select_before": [2]}, DIMS)
+        vla.build_adapter({"type": "trajectory_word", "depth": 2, "frame_selector": True, "select_before": [2]}, DIMS)
+
+
+def test_select_before_is_checked_only_with_the_frame_selector():
+    # select_before's default [1] names a second layer; without the selector it is not used, so depth 1 builds
+    module = vla.build_adapter(TrajectoryWordConfig(depth=1), DIMS)
+    assert len(module.encoder.layers) == 1 and not module.encoder.selectors
+    with pytest.raises(vla.ConfigError, match="select_before"):
+        TrajectoryWordConfig(depth=1, frame_selector=True)
 
 
 def test_patch_pool_and_save_load(tmp_path, tiny_backbone, frames, texts):

@@ -78,6 +78,7 @@ class Finsta(Adapter):
 
     def __init__(self, config: FinstaConfig, dims) -> None:
         super().__init__(config, dims)
+        config = self.config
         d, heads = config.dim, config.heads
         if d % heads:
             raise ValueError(f"finsta: dim={d} must be divisible by heads={heads}")

@@ -43,6 +43,7 @@ class MultiLevelAlignment(Adapter):
 
     def __init__(self, config: MultiLevelAlignmentConfig, dims) -> None:
         super().__init__(config, dims)
+        config = self.config
         temporal = TemporalTransformerConfig(layers=config.layers, heads=config.heads, max_frames=config.max_frames,
                                              mlp_ratio=config.mlp_ratio, dropout=config.dropout)
         self.temporal = TemporalTransformer(temporal, dims)
