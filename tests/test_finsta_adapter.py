@@ -175,6 +175,36 @@ def test_the_hsg_trains_and_shapes_the_students_targets():
     assert with_edges.has_video.all() and with_edges.has_text.all()
 
 
+def test_the_factored_hsg_gives_the_losses_of_the_union_graph_of_copies(monkeypatch):
+    """The HSG encoder projects each video's and caption's graph once and indexes the pairs' copies: every loss
+    (and its gradient) is the one the encoder gives on the materialised union of copies, as before."""
+    from _finsta_reference import reference_holistic_encoder
+
+    from vl_adapters.adapters.finsta.holistic import HolisticEncoder
+
+    torch.manual_seed(0)
+    adapter = Finsta(FinstaConfig(dim=32, heads=4, slots=3), DIMS).train()
+    video, text = paired_set()
+    ctx = context(text_to_video=torch.arange(4), guidance=text)
+    parameters = [p for p in adapter.parameters() if p.requires_grad]
+
+    def losses_and_grads():
+        losses = adapter(video, text, ctx).losses
+        grads = torch.autograd.grad(sum(losses.values()), parameters, allow_unused=True)
+        return losses, grads
+
+    factored, factored_grads = losses_and_grads()
+    monkeypatch.setattr(HolisticEncoder, "forward", reference_holistic_encoder)
+    union, union_grads = losses_and_grads()
+    assert set(factored) == set(union) and "hsg" in factored
+    for name in factored:
+        torch.testing.assert_close(factored[name], union[name], rtol=1e-5, atol=1e-5, msg=name)
+    for a, b in zip(factored_grads, union_grads, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_a_caption_never_reaches_its_videos_embedding():
     """Training sees pairs, but the video's embedding (student feature through the gate) depends on the video
     alone: another caption gives the same video embedding."""
