@@ -8,12 +8,13 @@ frozen text store, filled by the warm-up step, so only the adapters, the task he
 timed. Rows are measured in alternation (one step of every row, then again, `--rounds` times) and the
 median is reported, so a machine whose load drifts slows every row alike.
 
-To compare two versions of the code, run this same file against each checkout (`--code DIR` imports
-vl_adapters from DIR) and take the ratio of the medians, alternating the two runs:
+To compare with another version of the code (say, the commit before a change, checked out with `git
+worktree add /tmp/before <commit>`), `--baseline DIR` imports DIR's vl_adapters under another name and runs
+its steps in alternation with these, in one process, so both see the same load; `--code DIR` runs DIR's
+code alone:
 
-    python benchmarks/adapter_step_cost.py --backbone tiny:synthetic
-    python benchmarks/adapter_step_cost.py --backbone open_clip:ViT-B-32 --rounds 2
-    python benchmarks/adapter_step_cost.py --code /path/to/old/checkout --json old.json
+    python benchmarks/adapter_step_cost.py --backbone tiny:synthetic --baseline /tmp/before
+    python benchmarks/adapter_step_cost.py --backbone open_clip:ViT-B-32 --rounds 2 --baseline /tmp/before
     python benchmarks/adapter_step_cost.py --methods finsta --set finsta.dim=64   # an explicit width
 
 open_clip ViT-B-32 gets random weights (pretrained=None): speed does not depend on their values.
@@ -69,32 +70,26 @@ def parse_overrides(items: list[str]) -> dict[str, dict]:
     return out
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", default="tiny:synthetic", help="tiny:synthetic or open_clip:ViT-B-32")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated rows; '+' joins adapters")
-    parser.add_argument("--tasks", default="retrieval,multiple_choice")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--candidates", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=5, help="timed steps of each row, in alternation")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--set", action="append", default=[], metavar="NAME.FIELD=VALUE",
-                        help="an explicit config value for adapter NAME (repeatable)")
-    parser.add_argument("--code", default=None, help="import vl_adapters from this checkout instead")
-    parser.add_argument("--json", default=None, help="also write every figure to this JSON file")
-    args = parser.parse_args(argv)
-    if args.code:
-        sys.path.insert(0, args.code)
+def load_version(directory: str, name: str = "vl_adapters_baseline"):
+    """The vl_adapters package of another checkout, imported under another name, so that two versions of
+    the code run side by side in one process (the same load on the machine for both)."""
+    import importlib.util
+    from pathlib import Path
 
+    package = Path(directory) / "vl_adapters"
+    spec = importlib.util.spec_from_file_location(name, package / "__init__.py",
+                                                  submodule_search_locations=[str(package)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def batches_for(vla, backbone_spec: str, b: int, t: int, k: int) -> dict:
+    """The retrieval and multiple-choice batches on `vla`'s own cached features of the same frames."""
     import torch
 
-    import vl_adapters as vla
-
-    torch.set_num_threads(args.threads)
-    overrides = parse_overrides(args.set)
-    backbone = vla.load_backbone(args.backbone, pretrained=None if args.backbone.startswith("open_clip") else "")
-    b, t, k = args.batch, args.frames, args.candidates
+    backbone = vla.load_backbone(backbone_spec, pretrained=None if backbone_spec.startswith("open_clip") else "")
     size = backbone.dims.image_size
     frames = torch.randint(0, 256, (b, t, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -108,51 +103,95 @@ def main(argv=None) -> int:
         order = random.Random(i).sample(range(k), k)
         candidates.append([options[j] for j in order])
         answers.append(order.index(0))
-    batches = {
+    return backbone, {
         "retrieval": {"video": video, "text": texts},
         "multiple_choice": {"video": video, "question": ["what happens?"] * b, "candidates": candidates,
                             "candidate_mask": torch.ones(b, k, dtype=torch.bool), "answer": torch.tensor(answers)},
     }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="tiny:synthetic", help="tiny:synthetic or open_clip:ViT-B-32")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated rows; '+' joins adapters")
+    parser.add_argument("--tasks", default="retrieval,multiple_choice")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--candidates", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=5, help="timed steps of each row, in alternation")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], metavar="NAME.FIELD=VALUE",
+                        help="an explicit config value for adapter NAME (repeatable)")
+    parser.add_argument("--code", default=None, help="import vl_adapters from this checkout instead")
+    parser.add_argument("--baseline", default=None,
+                        help="another checkout (e.g. the code before a change): its steps alternate with these, "
+                             "in one process, and the table gives after/before ratios")
+    parser.add_argument("--json", default=None, help="also write every figure to this JSON file")
+    args = parser.parse_args(argv)
+    if args.code:
+        sys.path.insert(0, args.code)
+
+    import torch
+
+    import vl_adapters
+
+    torch.set_num_threads(args.threads)
+    overrides = parse_overrides(args.set)
+    versions = {"after": vl_adapters}
+    if args.baseline:
+        versions = {"before": load_version(args.baseline), **versions}
+    b, t, k = args.batch, args.frames, args.candidates
     tasks = args.tasks.split(",")
+    methods = args.methods.split(",")
     steps, rows = {}, {}
-    for method in args.methods.split(","):
-        specs = [{"type": name, **overrides.get(name, {})} for name in method.split("+")]
-        for task in tasks:
-            torch.manual_seed(0)
-            model = vla.wrap(backbone, specs, task=task).train()
-            params = model.trainable_parameters()
-            optimiser = torch.optim.AdamW(params, lr=1e-4)
+    for version, vla in versions.items():
+        backbone, batches = batches_for(vla, args.backbone, b, t, k)
+        for method in methods:
+            specs = [{"type": name, **overrides.get(name, {})} for name in method.split("+")]
+            for task in tasks:
+                torch.manual_seed(0)
+                model = vla.wrap(backbone, specs, task=task).train()
+                params = model.trainable_parameters()
+                optimiser = torch.optim.AdamW(params, lr=1e-4)
 
-            def step(model=model, optimiser=optimiser, batch=batches[task]):
-                out = model(batch)
-                optimiser.zero_grad(set_to_none=True)
-                out.loss.backward()
-                optimiser.step()
+                def step(model=model, optimiser=optimiser, batch=batches[task]):
+                    out = model(batch)
+                    optimiser.zero_grad(set_to_none=True)
+                    out.loss.backward()
+                    optimiser.step()
 
-            step()  # warm-up: fills the text store and the caches a run fills on its first step
-            steps[(method, task)] = step
-            rows[method] = {"trainable_params": sum(p.numel() for p in params),
-                            "configs": [a.config.to_dict() for a in model.adapters]}
-    times: dict[tuple[str, str], list[float]] = {key: [] for key in steps}
+                step()  # warm-up: fills the text store and the caches a run fills on its first step
+                steps[(method, task, version)] = step
+                rows.setdefault(method, {})[version] = {
+                    "code": vla.__file__, "trainable_params": sum(p.numel() for p in params),
+                    "configs": [a.config.to_dict() for a in model.adapters]}
+    times: dict[tuple, list[float]] = {key: [] for key in steps}
     for _ in range(args.rounds):
         for key, step in steps.items():
             start = time.perf_counter()
             step()
             times[key].append(time.perf_counter() - start)
-    for (method, task), values in times.items():
-        rows[method][f"{task}_ms"] = 1e3 * statistics.median(values)
-    print(f"vl_adapters from {vla.__file__}")
-    print(f"backbone {args.backbone}; batch {b} x {t} frames, {k} candidates; {args.threads} thread(s); "
-          f"median of {args.rounds} alternating steps; forward + backward + optimiser step, ms")
+    for (method, task, version), values in times.items():
+        rows[method][version][f"{task}_ms"] = 1e3 * statistics.median(values)
+    print(f"backbone {args.backbone}; batch {b} x {t} frames, {k} candidates; {args.threads} thread(s); median of "
+          f"{args.rounds} alternating steps; forward + backward + optimiser step, ms")
+    for version, vla in versions.items():
+        print(f"{version}: vl_adapters from {vla.__file__}")
     print()
-    print("| method | trainable | " + " | ".join(f"{task} ms" for task in tasks) + " |")
-    print("|---|---|" + "---|" * len(tasks))
+    columns = [f"{task} {version}" for task in tasks for version in versions]
+    if len(versions) > 1:
+        columns += [f"{task} after/before" for task in tasks]
+    print("| method | trainable (" + ", ".join(versions) + ") | " + " | ".join(columns) + " |")
+    print("|---|---|" + "---|" * len(columns))
     for method, row in rows.items():
-        print(f"| {method} | {row['trainable_params']:,} | "
-              + " | ".join(f"{row[f'{task}_ms']:.0f}" for task in tasks) + " |")
+        cells = [f"{row[version][f'{task}_ms']:.0f}" for task in tasks for version in versions]
+        if len(versions) > 1:
+            cells += [f"{row['after'][f'{task}_ms'] / row['before'][f'{task}_ms']:.2f}" for task in tasks]
+        params = " / ".join(f"{row[version]['trainable_params']:,}" for version in versions)
+        print(f"| {method} | {params} | " + " | ".join(cells) + " |")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"code": vla.__file__, "backbone": args.backbone, "batch": b, "frames": t, "candidates": k, "threads": args.threads,
+            json.dump({"backbone": args.backbone, "batch": b, "frames": t, "candidates": k, "threads": args.threads,
                        "rounds": args.rounds, "rows": rows}, handle, indent=2)
     return 0
 
