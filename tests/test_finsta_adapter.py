@@ -426,3 +426,18 @@ def test_after_a_few_steps_on_order_only_captions_the_student_ranks_the_right_or
     twin = (own + count) % (2 * count)
     right = scores[own, own] > scores[own, twin]
     assert right.float().mean() >= 0.8, scores[own, own] - scores[own, twin]
+
+
+@pytest.mark.parametrize("task", ["retrieval", "multiple_choice"])
+def test_a_training_step_builds_each_video_graph_once(tiny_backbone, frames, texts, monkeypatch, task):
+    """The DSG depends on the frozen features alone: a step builds it once for its videos, beside the other
+    named adapters too (their cross stage re-scores pairs, never re-runs finsta)."""
+    calls = []
+    build = Finsta.build_video_graph
+    monkeypatch.setattr(Finsta, "build_video_graph", lambda self, video, *a: calls.append(video.batch_size)
+                        or build(self, video, *a))
+    model = vla.wrap(tiny_backbone, ["tem_adapter", "finsta", "trajectory_word"], task=task).train()
+    video, mask = frames
+    batch = {"video": video, "frame_mask": mask, "text": texts} if task == "retrieval" else mc_batch(video, mask)
+    model(batch).loss.backward()
+    assert calls == [3]
