@@ -375,3 +375,14 @@ def test_a_step_computes_the_similarity_once_with_the_losses_of_separate_passes(
         assert (a is None) == (b is None), name
         if a is not None:
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_copy_of_the_model_after_a_step_carries_no_kept_similarity():
+    import copy
+
+    module = adapter().train()
+    text, video = features()
+    module.contrastive_loss(text, video, torch.arange(4), keep=True)
+    assert module._paired is not None  # held for the retrieval head's dual score
+    copied = copy.deepcopy(module)  # a kept similarity with its graph could not be copied
+    assert copied._paired is None and module._paired is not None

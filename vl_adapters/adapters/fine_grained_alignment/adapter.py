@@ -167,6 +167,10 @@ class FineGrainedAlignment(Adapter):
         to_texts = all_text_to_video[None, :] == local_videos[:, None]  # [Bv, Nt_all]
         return 0.5 * (infonce(text_logits, to_videos) + infonce(video_logits, to_texts))
 
+    def __getstate__(self):
+        # a copy of the model (merge, deepcopy) does not carry a step's similarity, which holds its graph
+        return {**super().__getstate__(), "_paired": None}
+
     def _kept_similarity(self, text: TextFeatures, video: VideoFeatures) -> Tensor | None:
         """The similarity contrastive_loss kept, if it was of exactly these features (once: it is dropped)."""
         kept, self._paired = self._paired, None
