@@ -11,6 +11,7 @@ ViT-B/32 has random weights (speed does not depend on their values). Texts arriv
 gives them to a run: token states trimmed to the batch's longest caption.
 
     python benchmarks/adapter_overhead.py                  # GPU: batch 32, bf16; CPU: batch 8, fp32
+    python benchmarks/adapter_overhead.py --batch 8 --threads 1   # the committed CPU figures
     python benchmarks/adapter_overhead.py --backbone tiny --batch 4
 """
 
@@ -49,8 +50,13 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads (default: torch's); on a shared CPU use 1, as the committed figures do: "
+                             "small adapter ops slow down far more than the backbone's matmuls when threads wait")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     batch = args.batch or (32 if device.type == "cuda" else 8)
     backbone = vla.load_backbone(args.backbone, pretrained=None if ":" in args.backbone else "", device=device)

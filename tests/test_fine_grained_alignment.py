@@ -311,3 +311,78 @@ def test_two_fusion_partners_are_refused():
     first, second = (vla.build_adapter({"type": "trajectory_word", "width": 8, "heads": 2}, DIMS) for _ in range(2))
     with pytest.raises(vla.CompositionError, match="one fusion encoder"):
         fine.bind([fine, first, second])
+
+
+@pytest.mark.parametrize("task", ["retrieval", "multiple_choice"])
+def test_a_step_computes_the_similarity_once_with_the_losses_of_separate_passes(tiny_backbone, frames, texts,
+                                                                                monkeypatch, task):
+    """A retrieval step's contrast (texts against videos and videos against texts) and its dual score read one
+    [texts, videos] similarity, a multiple-choice step's contrast one too; losses and gradients are those of
+    the separate passes written plainly (before: three passes in retrieval, two in multiple choice)."""
+    video_frames, mask = frames
+    torch.manual_seed(0)
+    model = vla.wrap(tiny_backbone, ["fine_grained_alignment"], task=task).train()
+    fine = model.adapters[0]
+    with torch.no_grad():
+        fine.similarity_weight.fill_(0.5)  # off zero, so the dual score's term has a gradient
+    if task == "retrieval":
+        batch = {"video": video_frames, "frame_mask": mask, "text": texts}
+    else:
+        batch = {"video": video_frames, "frame_mask": mask, "question": ["what?"] * 3,
+                 "candidates": [texts, texts[::-1], texts[1:] + texts[:1]], "answer": torch.tensor([0, 2, 1]),
+                 "candidate_mask": torch.ones(3, 3, dtype=torch.bool)}
+    calls = []
+    similarity = type(fine).fine_similarity
+    monkeypatch.setattr(type(fine), "fine_similarity", lambda *a: calls.append(1) or similarity(*a))
+    out = model(batch)
+    assert len(calls) == 1
+    parameters = model.trainable_parameters()
+    grads = torch.autograd.grad(out.loss, parameters, allow_unused=True)
+    monkeypatch.setattr(type(fine), "fine_similarity", similarity)
+
+    # reference: every similarity computed on its own
+    video = tiny_backbone.encode_video(video_frames, mask)
+    scale = fine.log_inv_temperature.exp()
+    if task == "retrieval":
+        text = model.frozen_text(texts)
+    else:
+        text = model.frozen_text([f"what? {a}" for a in batch["candidates"][0][:1]]
+                                 + [f"what? {batch['candidates'][1][2]}", f"what? {batch['candidates'][2][1]}"])
+    words, word_mask = fine.project_words(text)
+    patches, frame_mask = fine.project_patches(video)
+    to_videos = scale * fine.fine_similarity(words, word_mask, patches, frame_mask)
+    to_texts = scale * fine.fine_similarity(words, word_mask, patches, frame_mask).T
+    target = torch.arange(3)
+    contrast = 0.5 * (F.cross_entropy(to_videos, target) + F.cross_entropy(to_texts, target))
+    torch.testing.assert_close(out.losses["fine_grained_alignment/fine_grained"], contrast, rtol=1e-5, atol=1e-5)
+    if task == "retrieval":
+        dual = cosine_matrix(text, video) + fine.similarity_weight * fine.fine_similarity(words, word_mask, patches,
+                                                                                          frame_mask)
+        logits = model.task.scale * dual
+        retrieval = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        torch.testing.assert_close(out.losses["retrieval"], retrieval, rtol=1e-5, atol=1e-5)
+        reference_loss = contrast + retrieval
+    else:
+        candidates = model.frozen_text([f"what? {a}" for options in batch["candidates"] for a in options])
+        owner = torch.arange(3).repeat_interleave(3)
+        scores = model.task.scale * (pair_cosine(candidates, video.index(owner))
+                                     + fine.extra_pair_similarity(candidates, video.index(owner))).view(3, 3)
+        choice = F.cross_entropy(scores, batch["answer"])
+        torch.testing.assert_close(out.losses["multiple_choice"], choice, rtol=1e-5, atol=1e-5)
+        reference_loss = contrast + choice
+    reference = torch.autograd.grad(reference_loss, parameters, allow_unused=True)
+    for name, a, b in zip([n for n, p in model.named_parameters() if p.requires_grad], grads, reference, strict=True):
+        assert (a is None) == (b is None), name
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_copy_of_the_model_after_a_step_carries_no_kept_similarity():
+    import copy
+
+    module = adapter().train()
+    text, video = features()
+    module.contrastive_loss(text, video, torch.arange(4), keep=True)
+    assert module._paired is not None  # held for the retrieval head's dual score
+    copied = copy.deepcopy(module)  # a kept similarity with its graph could not be copied
+    assert copied._paired is None and module._paired is not None

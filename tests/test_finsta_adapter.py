@@ -175,6 +175,36 @@ def test_the_hsg_trains_and_shapes_the_students_targets():
     assert with_edges.has_video.all() and with_edges.has_text.all()
 
 
+def test_the_factored_hsg_gives_the_losses_of_the_union_graph_of_copies(monkeypatch):
+    """The HSG encoder projects each video's and caption's graph once and indexes the pairs' copies: every loss
+    (and its gradient) is the one the encoder gives on the materialised union of copies, as before."""
+    from _finsta_reference import reference_holistic_encoder
+
+    from vl_adapters.adapters.finsta.holistic import HolisticEncoder
+
+    torch.manual_seed(0)
+    adapter = Finsta(FinstaConfig(dim=32, heads=4, slots=3), DIMS).train()
+    video, text = paired_set()
+    ctx = context(text_to_video=torch.arange(4), guidance=text)
+    parameters = [p for p in adapter.parameters() if p.requires_grad]
+
+    def losses_and_grads():
+        losses = adapter(video, text, ctx).losses
+        grads = torch.autograd.grad(sum(losses.values()), parameters, allow_unused=True)
+        return losses, grads
+
+    factored, factored_grads = losses_and_grads()
+    monkeypatch.setattr(HolisticEncoder, "forward", reference_holistic_encoder)
+    union, union_grads = losses_and_grads()
+    assert set(factored) == set(union) and "hsg" in factored
+    for name in factored:
+        torch.testing.assert_close(factored[name], union[name], rtol=1e-5, atol=1e-5, msg=name)
+    for a, b in zip(factored_grads, union_grads, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_a_caption_never_reaches_its_videos_embedding():
     """Training sees pairs, but the video's embedding (student feature through the gate) depends on the video
     alone: another caption gives the same video embedding."""
@@ -321,3 +351,93 @@ def test_save_load_round_trip(tmp_path, frames, texts):
     loaded = vla.load_adapters(tmp_path, backbone=backbone).eval()
     assert loaded.adapters[0].config.dim == 32
     assert torch.equal(model.similarity(texts, frames[0]), loaded.similarity(texts, frames[0]))
+
+
+COLOURS = ["red", "green", "blue", "yellow", "purple", "white"]
+
+
+def twins(dims, count=6, frames=6, seed=0):
+    """`count` videos in which object A crosses row 1 left to right and object B appears halfway, then the
+    same videos reversed (the same frames in the other order), with captions that say which: only the order
+    of the frames tells a video from its twin. Frame embeddings: the mean patch token (embed_dim = vision_width)."""
+    g = torch.Generator().manual_seed(seed)
+    gh, gw = dims.grid
+    objects = torch.randn(count, 2, dims.vision_width, generator=g) * 2
+    tokens = torch.randn(count, 1, 1, dims.vision_width, generator=g) + 0.1 * torch.randn(
+        count, frames, gh * gw, dims.vision_width, generator=g)
+    for t in range(frames):
+        tokens[:, t, gw + t * (gw - 1) // (frames - 1)] = objects[:, 0]
+        if t >= frames // 2:
+            tokens[:, t, (gh - 1) * gw] = objects[:, 1]
+    both = torch.cat([tokens, tokens.flip(1)])
+    video = VideoFeatures(frame_emb=both.mean(2), frame_mask=torch.ones(2 * count, frames, dtype=torch.bool),
+                          patch_tokens=both, grid=dims.grid)
+    a, b = [f"the {c} circle" for c in COLOURS[:count]], [f"the {c} square" for c in COLOURS[1:] + COLOURS[:1]]
+    forward = [f"first {x} moves right, then {y} appears" for x, y in zip(a, b, strict=False)]
+    backward = [f"first {y} disappears, then {x} moves left" for x, y in zip(a, b, strict=False)]
+    return video, forward + backward
+
+
+def test_the_graph_free_video_embedding_and_its_targets_see_order():
+    """A video and its reversal (the same frames in the other order) get different embeddings by default
+    (students only, no graphs), and the students' targets from the graph branch differ too."""
+    dims = BackboneDims(embed_dim=24, vision_width=24, text_width=24, grid=(4, 4), context_length=16, image_size=32)
+    torch.manual_seed(0)
+    adapter = Finsta(FinstaConfig(dim=32, heads=4, slots=3), dims).train()
+    with torch.no_grad():
+        adapter.video_gate.weight.normal_()  # open the zero-initialised gate
+    video, text = twins(dims, count=2)[0], paired_set(dims, videos=4)[1]
+    ctx = AdapterContext(encode_text=word_tower(24), text_to_video=torch.arange(4), guidance=text)
+    out = adapter(video, text, ctx)
+    embedding = out.video.frame_emb.mean(1)
+    # rows 0-1: the forward videos, rows 2-3: the same frames reversed (before: equal to 1e-7)
+    assert (embedding[:2] - embedding[2:]).norm(dim=-1).min() > 1e-3
+    feature, _ = adapter.video_student(video.patch_tokens, video.grid, video.frame_mask)
+    assert ((feature[:2] - feature[2:]).norm(dim=-1) / feature[:2].norm(dim=-1)).min() > 1e-3
+    assert {"distill_video", "distill_intervals"} <= set(out.losses)
+    with torch.no_grad():
+        vg = adapter.encode_video_graph(video, None, ctx.encode_text)
+        tg = adapter.encode_text_graph(text, ctx.encode_text)
+        scores = adapter.structural_scores(vg, tg)
+        _, teacher = adapter.holistic_losses(vg, tg, torch.arange(4), scores["osc"][0] + scores["ptc"][0])
+    assert (teacher.video[:2] - teacher.video[2:]).norm(dim=-1).min() > 1e-3
+    assert (vg.intervals[:2] - vg.intervals[2:].flip(1)).norm(dim=-1).min() > 1e-3  # not the same windows reversed
+
+
+def test_after_a_few_steps_on_order_only_captions_the_student_ranks_the_right_order_higher(tiny_backbone):
+    """Twins whose frames differ only in order, with captions that narrate them: after 40 retrieval steps the
+    default (graph-free) embedding scores each caption higher with its own video than with the reversal.
+    Before, the student read only order-free statistics and the two scores were equal (to 1e-7)."""
+    video, texts = twins(tiny_backbone.dims)
+    count = video.batch_size // 2
+    torch.manual_seed(0)
+    model = vla.wrap(tiny_backbone, ["finsta"], task="retrieval").train()
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=5e-3)
+    for _ in range(40):
+        out = model({"video": video, "text": texts})
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+    model.eval()
+    assert not model.adapters[0].config.use_graphs_at_inference
+    with torch.no_grad():
+        scores = model.similarity(texts, video)
+    own = torch.arange(2 * count)
+    twin = (own + count) % (2 * count)
+    right = scores[own, own] > scores[own, twin]
+    assert right.float().mean() >= 0.8, scores[own, own] - scores[own, twin]
+
+
+@pytest.mark.parametrize("task", ["retrieval", "multiple_choice"])
+def test_a_training_step_builds_each_video_graph_once(tiny_backbone, frames, texts, monkeypatch, task):
+    """The DSG depends on the frozen features alone: a step builds it once for its videos, beside the other
+    named adapters too (their cross stage re-scores pairs, never re-runs finsta)."""
+    calls = []
+    build = Finsta.build_video_graph
+    monkeypatch.setattr(Finsta, "build_video_graph", lambda self, video, *a: calls.append(video.batch_size)
+                        or build(self, video, *a))
+    model = vla.wrap(tiny_backbone, ["tem_adapter", "finsta", "trajectory_word"], task=task).train()
+    video, mask = frames
+    batch = {"video": video, "frame_mask": mask, "text": texts} if task == "retrieval" else mc_batch(video, mask)
+    model(batch).loss.backward()
+    assert calls == [3]

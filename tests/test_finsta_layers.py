@@ -7,6 +7,8 @@ import torch
 
 pytest.importorskip("torch_geometric")
 
+from _finsta_reference import reference_holistic_encoder  # noqa: E402
+
 from vl_adapters.adapters.finsta.alignment import node_to_video_scores, ordered_interval_scores  # noqa: E402
 from vl_adapters.adapters.finsta.holistic import HolisticEncoder, build_holistic  # noqa: E402
 from vl_adapters.adapters.finsta.layers import (  # noqa: E402
@@ -235,3 +237,36 @@ def test_ptc_scores_a_batch_of_captions_and_videos():
             best = max(sims[video, first, i] + sims[video, second, j] for i in range(4) for j in range(i, 4)) / 2
             assert scores[caption, video].item() == pytest.approx(best.item(), abs=1e-5)
     assert torch.allclose(scores[1], sims[:, 2].amax(-1)) and has.all()
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_factored_holistic_encoder_matches_the_union_graph_of_copies(layers):
+    """Each video's DSG and each caption's TSG are projected once and the pairs' copies indexed: the same
+    node states, and the same gradients, as the encoder on the union of every pair's copies."""
+    torch.manual_seed(0)
+    b, t, k = 3, 4, 3
+    encoder = HolisticEncoder(dim=DIM, layers=layers, heads=4)
+    text_graph = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    objects = torch.tensor([True, False, True, True, False, True, False, False, True])
+    text_x, video_x = features(9).requires_grad_(), features(b * t * k, seed=1).view(b, t, k, DIM).requires_grad_()
+    text_edges = torch.tensor([[0, 1, 3, 5, 6, 7], [1, 2, 4, 6, 7, 8]])
+    frame_ids = torch.arange(b * t * k).view(b, t, k)
+    spatial = torch.stack([frame_ids[..., 0].flatten(), frame_ids[..., 1].flatten()])
+    temporal = torch.stack([frame_ids[:, :-1].flatten(), frame_ids[:, 1:].flatten()])
+    video_edges = torch.cat([spatial, spatial.flip(0), temporal], dim=1)
+    frame_mask = torch.ones(b, t, dtype=torch.bool)
+    frame_mask[2, 3:] = False
+    pairs = torch.tensor([[0, 0], [1, 1], [2, 2], [0, 1], [1, 0], [2, 0], [0, 2]])  # videos and captions repeat
+    keys = features(9, seed=2), features(b * t * k, seed=3).view(b, t, k, DIM)
+    graph = build_holistic(text_x, text_graph, text_edges, features(6, seed=4), objects, video_x, video_edges,
+                           features(video_edges.shape[1], seed=5), frame_mask, *keys, pairs, 0.0, num_texts=3)
+    assert graph.cross_edge_index.shape[1] > 0 and graph.node_source.shape[0] > graph.x.shape[0]
+    got = encoder(graph)
+    expected = reference_holistic_encoder(encoder, graph)
+    probe = [torch.randn_like(h) for h in expected]
+    for a, r in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad(sum((h * p).sum() for h, p in zip(got, probe, strict=True)), [text_x, video_x])
+    reference = torch.autograd.grad(sum((h * p).sum() for h, p in zip(expected, probe, strict=True)), [text_x, video_x])
+    for a, r in zip(grads, reference, strict=True):
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import vl_adapters as vla
+from vl_adapters.adapters.trajectory_word import TrajectoryWordConfig
 from vl_adapters.adapters.trajectory_word.modules import FrameSelector, TrajectoryWordLayer
 from vl_adapters.core.adapter import AdapterContext
 from vl_adapters.core.pooling import cosine_matrix
@@ -194,7 +195,15 @@ def test_bad_inputs_are_named():
     with pytest.raises(vla.FeatureShapeError, match="aligned pairs"):
         module(video.index(torch.tensor([0, 1])), text, AdapterContext())
     with pytest.raises(vla.ConfigError, match="select_before"):
-        vla.build_adapter({"type": "trajectory_word", "depth": 2, "select_before": [2]}, DIMS)
+        vla.build_adapter({"type": "trajectory_word", "depth": 2, "frame_selector": True, "select_before": [2]}, DIMS)
+
+
+def test_select_before_is_checked_only_with_the_frame_selector():
+    # select_before's default [1] names a second layer; without the selector it is not used, so depth 1 builds
+    module = vla.build_adapter(TrajectoryWordConfig(depth=1), DIMS)
+    assert len(module.encoder.layers) == 1 and not module.encoder.selectors
+    with pytest.raises(vla.ConfigError, match="select_before"):
+        TrajectoryWordConfig(depth=1, frame_selector=True)
 
 
 def test_patch_pool_and_save_load(tmp_path, tiny_backbone, frames, texts):
@@ -235,3 +244,22 @@ def test_1000_by_1000_top50_rerank_fits_one_gpu_at_vit_b32_dims():
     peak = torch.cuda.max_memory_allocated() / 2**30
     assert scores.shape == (1000, 1000) and torch.isfinite(scores).all()
     assert peak < 16, f"peak GPU memory {peak:.1f} GiB"
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_the_last_layer_updates_only_what_the_encoder_reads(tie):
+    """After the last layer the encoder reads the sentence token and the summary alone: computing only those
+    (the sentence's trajectory and T2W, the summary's W2P) gives exactly the full layer's values."""
+    module = adapter(tie_weights=tie, depth=2)
+    text, video = features()
+    encoder = module.encoder
+    words = torch.cat([encoder.sentence_in(text.text_emb)[:, None], encoder.project_words(text.token_states)], dim=1)
+    word_mask = torch.cat([torch.ones_like(text.token_mask[:, :1]), text.token_mask], dim=1)
+    patches = encoder.project_patches(video.patch_tokens) + encoder.frame_position.weight[:video.num_frames, None]
+    summary = encoder.video_in(video.frame_emb.mean(1))
+    layer = encoder.layers[-1]
+    full_words, full_summary, full_patches = layer(words, summary, patches, word_mask, video.frame_mask)
+    last_words, last_summary, none = layer(words, summary, patches, word_mask, video.frame_mask, last=True)
+    assert none is None and last_words.shape[1] == 1 and full_patches is not None
+    torch.testing.assert_close(last_words[:, 0], full_words[:, 0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(last_summary, full_summary, rtol=1e-6, atol=1e-6)

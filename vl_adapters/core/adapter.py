@@ -95,7 +95,7 @@ class Adapter(nn.Module):
 
     def __init__(self, config: AdapterConfig, dims: BackboneDims) -> None:
         super().__init__()
-        self.config = config
+        self.config = config.resolve(dims)  # widths left to the backbone, set (and saved) as built
         self.dims = dims
 
     def forward(self, video: VideoFeatures, text: TextFeatures | None, ctx: AdapterContext) -> AdapterOutput:

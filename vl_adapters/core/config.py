@@ -6,7 +6,10 @@ import dataclasses
 import json
 import typing
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from .adapter import BackboneDims
 
 
 class ConfigError(ValueError):
@@ -58,14 +61,46 @@ class Config:
 
 @dataclass
 class AdapterConfig(Config):
-    """Base of every adapter config."""
+    """Base of every adapter config.
+
+    A width or head count that depends on the backbone defaults to None ("follow the backbone") and is set
+    by `resolve` when the adapter is built; the adapter keeps (and saves) the resolved copy, so a saved
+    adapter reloads with the shapes it was trained with whatever the defaults later become."""
 
     def require_at_least(self, minimum: int, *names: str) -> None:
-        """Raise ConfigError naming the first field of `names` below `minimum` (for __post_init__)."""
+        """Raise ConfigError naming the first field of `names` below `minimum` (for __post_init__); None (a
+        value still to be resolved from the backbone) passes."""
         for name in names:
             value = getattr(self, name)
-            if value < minimum:
+            if value is not None and value < minimum:
                 raise ConfigError(f"{type(self).__name__}.{name} must be >= {minimum}, got {value}")
+
+    def resolve(self, dims: BackboneDims) -> AdapterConfig:
+        """This config with its backbone-dependent defaults (None widths and head counts) set from `dims`, as a
+        copy (the caller's config object may serve another backbone); explicit values are kept. Configs
+        without such fields return themselves."""
+        return self
+
+
+def fit_width(width: int | None, *, paper: int, dims: BackboneDims) -> int:
+    """`width` when given; else the method's published width (sized for ViT-B), capped at the backbone's
+    narrowest feature width (embedding, vision or text): the paper's width on ViT-B, never wider than the
+    backbone on a smaller one."""
+    if width is not None:
+        return width
+    return min(paper, dims.embed_dim, dims.vision_width, dims.text_width)
+
+
+def fit_heads(heads: int | None, *, width: int, paper: int, head_width: int = 32) -> int:
+    """`heads` when given; else the published head count if every head is at least `head_width` channels
+    wide, fewer on a narrow width: the largest count up to `paper` that divides `width` into heads at least
+    that wide (1 when none does). Heads of a few channels cost as much as wide ones and see less."""
+    if heads is not None:
+        return heads
+    for count in range(paper, 1, -1):
+        if width % count == 0 and width // count >= head_width:
+            return count
+    return 1
 
 
 @dataclass

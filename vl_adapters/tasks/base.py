@@ -10,10 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from ..core.config import TaskConfig
+from ..core.contrastive import MAX_LOG_SCALE, bounded_scale
 from ..core.registry import TASKS
-
-# The bound CLIP puts on its own temperature; a learnable scale beyond it makes training unstable.
-MAX_LOGIT_SCALE = 100.0
 
 
 @dataclass
@@ -33,36 +31,15 @@ class TaskHead(nn.Module):
         super().__init__()
         self.config = config
         # Learnable temperature, initialised from the backbone's own (CLIP stores it as a log), within the bound.
-        self.max_log_scale = math.log(MAX_LOGIT_SCALE)
-        self.log_scale = nn.Parameter(torch.tensor(min(math.log(logit_scale), self.max_log_scale)))
+        self.log_scale = nn.Parameter(torch.tensor(min(math.log(logit_scale), MAX_LOG_SCALE)))
 
     @property
     def scale(self) -> Tensor:
-        """exp(log_scale), at most MAX_LOGIT_SCALE. CLIP backbones start exactly at the bound (log 100 in fp32),
-        where a plain clamp has a zero gradient: the temperature would never learn. `_UpperBound` lets
-        through every gradient that moves the value back inside, so it learns from there."""
-        return _UpperBound.apply(self.log_scale, self.max_log_scale).exp()
+        """exp(log_scale), at most 100, with the bound that still learns from there (core/contrastive.py)."""
+        return bounded_scale(self.log_scale)
 
     def forward(self, model, batch: dict) -> TaskOutput:
         raise NotImplementedError
-
-
-class _UpperBound(torch.autograd.Function):
-    """min(x, bound) whose gradient is blocked only where a descent step would push x past the bound
-    (x >= bound and gradient < 0); a plain clamp blocks it in both directions, so a parameter that reaches
-    the bound stays there for good."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, bound: float) -> Tensor:
-        ctx.save_for_backward(x)
-        ctx.bound = bound
-        return x.clamp(max=bound)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (x,) = ctx.saved_tensors
-        outward = (x >= ctx.bound) & (grad < 0)
-        return grad.masked_fill(outward, 0.0), None
 
 
 def register_task(name: str):

@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ..core.config import TaskConfig
-from ..core.distributed import all_gather_with_grad, is_distributed
+from ..core.distributed import batch_sizes, gather_rows, is_distributed
 from ..core.features import TextFeatures, VideoFeatures
 from .base import TaskHead, TaskOutput, register_task
 
@@ -46,7 +46,7 @@ class RetrievalHead(TaskHead):
             # other ranks' gradients into this rank's slice).
             # Ranks may hold different batch sizes (skipped bad videos): rows are padded for the
             # collective and the padding dropped again.
-            sizes = _batch_sizes(b, video.frame_emb.device)
+            sizes = batch_sizes(b, video.frame_emb.device)
             targets = pairs + sum(sizes[: dist.get_rank()])
             t2v = self.scale * model.dual_similarity(text, gather_features(video, sizes))
             v2t = self.scale * model.dual_similarity(gather_features(text, sizes), video).T
@@ -87,39 +87,16 @@ class RetrievalHead(TaskHead):
         return loss + sum(scored.losses.values(), torch.zeros((), device=sims.device))
 
 
-def _batch_sizes(b: int, device) -> list[int]:
-    sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, torch.tensor([b], device=device))
-    return [int(s.item()) for s in sizes]
-
-
 def gather_features(features, sizes: list[int]):
     """VideoFeatures/TextFeatures from every rank concatenated along the batch axis (rank order), with
-    gradients. `sizes`: each rank's batch size. Token axes are padded to the longest rank's."""
-    longest = max(sizes)
-    keep = torch.cat([torch.arange(n) + r * longest for r, n in enumerate(sizes)])
+    gradients. `sizes`: each rank's batch size. Token (and frame) axes are padded to the longest rank's."""
     changes = {}
     for field in dataclasses.fields(features):
         value = getattr(features, field.name)
         if isinstance(value, torch.Tensor):
-            if field.name in ("token_states", "token_mask", "input_ids"):
-                value = _pad_axis1_to_max(value)
-            if value.shape[0] < longest:
-                value = torch.cat([value, value.new_zeros(longest - value.shape[0], *value.shape[1:])])
-            gathered = all_gather_with_grad(value.contiguous())
-            changes[field.name] = gathered.index_select(0, keep.to(gathered.device))
+            changes[field.name] = gather_rows(value, sizes)
         elif field.name == "texts" and value is not None:
             parts: list = [None] * dist.get_world_size()
             dist.all_gather_object(parts, list(value))
             changes[field.name] = [t for part in parts for t in part]
     return dataclasses.replace(features, **changes)
-
-
-def _pad_axis1_to_max(tensor: torch.Tensor) -> torch.Tensor:
-    length = torch.tensor([tensor.shape[1]], device=tensor.device)
-    dist.all_reduce(length, op=dist.ReduceOp.MAX)
-    extra = int(length.item()) - tensor.shape[1]
-    if extra == 0:
-        return tensor
-    pad = (0, 0, 0, extra) if tensor.ndim == 3 else (0, extra)
-    return F.pad(tensor, pad)

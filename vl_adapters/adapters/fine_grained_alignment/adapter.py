@@ -3,13 +3,13 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from einops import einsum
 from torch import Tensor, nn
 
 from ...core.adapter import Adapter, AdapterOutput, FusionInputs, register_adapter
-from ...core.distributed import all_gather_with_grad, is_distributed
+from ...core.contrastive import bounded_scale, infonce, two_way_infonce
+from ...core.distributed import batch_sizes, gather_rows, is_distributed, rank
 from ...core.features import FeatureShapeError, TextFeatures, VideoFeatures
 from .config import FineGrainedAlignmentConfig
 
@@ -42,6 +42,7 @@ class FineGrainedAlignment(Adapter):
         self.log_inv_temperature = nn.Parameter(torch.tensor(math.log(1.0 / config.temperature)))
         self.similarity_weight = nn.Parameter(torch.zeros(()))
         self.fusion: FusionInputs | None = None
+        self._paired = None  # (inputs, similarity) of the last retrieval step's contrast, for extra_similarity
 
     def _build_heads(self, *, word_width: int, patch_width: int) -> None:
         self.word_proj = nn.Linear(word_width, self.config.dim)
@@ -112,7 +113,10 @@ class FineGrainedAlignment(Adapter):
 
     def extra_similarity(self, text: TextFeatures, video: VideoFeatures) -> Tensor:
         """[num_texts, num_videos] term the model adds to the dual cosine matrix."""
-        return self.similarity_weight * self.fine_similarity(*self.project_words(text), *self.project_patches(video))
+        similarity = self._kept_similarity(text, video)
+        if similarity is None:
+            similarity = self.fine_similarity(*self.project_words(text), *self.project_patches(video))
+        return self.similarity_weight * similarity
 
     def extra_pair_similarity(self, text: TextFeatures, video: VideoFeatures) -> Tensor:
         """[P] the same term for aligned pairs (multiple-choice candidates against their video, re-ranking)."""
@@ -121,6 +125,7 @@ class FineGrainedAlignment(Adapter):
 
     # ---- training ---------------------------------------------------------------------------
     def forward(self, video, text, ctx) -> AdapterOutput:
+        self._paired = None
         if video is None or text is None:
             return AdapterOutput(video=video, text=text)
         if ctx.guidance is not None:  # the text describing each video (training), one per video
@@ -129,70 +134,53 @@ class FineGrainedAlignment(Adapter):
             pairs_text, text_to_video = text, ctx.text_to_video
         else:  # e.g. multiple-choice candidates at evaluation: wrong answers are not positives
             return AdapterOutput(video=video, text=text)
-        loss = self.contrastive_loss(pairs_text, video, text_to_video)
+        loss = self.contrastive_loss(pairs_text, video, text_to_video, keep=ctx.task == "retrieval")
         return AdapterOutput(video=video, text=text, losses={"fine_grained": self.config.weight * loss})
 
-    def contrastive_loss(self, text: TextFeatures, video: VideoFeatures, text_to_video: Tensor) -> Tensor:
+    def contrastive_loss(self, text: TextFeatures, video: VideoFeatures, text_to_video: Tensor, *,
+                         keep: bool = False) -> Tensor:
         """Two-way InfoNCE: local texts against all videos, local videos against all texts (all ranks;
-        ranks may hold different numbers of texts and videos, and texts of different lengths)."""
+        ranks may hold different numbers of texts and videos, and texts of different lengths).
+
+        One process: both directions read one [texts, videos] similarity, and with `keep` (a retrieval
+        step, whose head scores the same batch next) extra_similarity reuses it once instead of computing
+        it again."""
         words, word_mask = self.project_words(text)
         patches, frame_mask = self.project_patches(video)
         text_to_video = text_to_video.to(words.device)
-        video_sizes = _sizes(video.batch_size, words.device)
-        text_sizes = _sizes(text.batch_size, words.device)
-        offset = sum(video_sizes[: _rank()])
-        all_words, all_word_mask = _gather_rows(words, text_sizes), _gather_rows(word_mask, text_sizes)
-        all_patches, all_frame_mask = _gather_rows(patches, video_sizes), _gather_rows(frame_mask, video_sizes)
-        all_text_to_video = _gather_rows(text_to_video + offset, text_sizes)
-        scale = self.log_inv_temperature.clamp(max=math.log(100.0)).exp()
+        scale = bounded_scale(self.log_inv_temperature)
+        if not is_distributed():
+            similarity = self.fine_similarity(words, word_mask, patches, frame_mask)
+            if keep and self.training and torch.is_grad_enabled():
+                self._paired = ((text.token_states, text.token_mask, video.patch_tokens, video.frame_mask), similarity)
+            return two_way_infonce(scale * similarity, F.one_hot(text_to_video, video.batch_size).bool())
+        video_sizes = batch_sizes(video.batch_size, words.device)
+        text_sizes = batch_sizes(text.batch_size, words.device)
+        offset = sum(video_sizes[: rank()])
+        all_words, all_word_mask = gather_rows(words, text_sizes), gather_rows(word_mask, text_sizes)
+        all_patches, all_frame_mask = gather_rows(patches, video_sizes), gather_rows(frame_mask, video_sizes)
+        all_text_to_video = gather_rows(text_to_video + offset, text_sizes)
         text_logits = scale * self.fine_similarity(words, word_mask, all_patches, all_frame_mask)
         video_logits = scale * self.fine_similarity(all_words, all_word_mask, patches, frame_mask).T
-        text_loss = F.cross_entropy(text_logits, text_to_video + offset)
         local_videos = torch.arange(video.batch_size, device=words.device) + offset
-        positive = all_text_to_video[None, :] == local_videos[:, None]  # [Bv, Nt_all]
-        has_positive = positive.any(1)
-        log_prob = video_logits.log_softmax(1)
-        video_loss = -(log_prob.masked_fill(~positive, torch.finfo(log_prob.dtype).min).logsumexp(1))[has_positive].mean()
-        return 0.5 * (text_loss + video_loss)
+        to_videos = F.one_hot(text_to_video + offset, text_logits.shape[1]).bool()
+        to_texts = all_text_to_video[None, :] == local_videos[:, None]  # [Bv, Nt_all]
+        return 0.5 * (infonce(text_logits, to_videos) + infonce(video_logits, to_texts))
+
+    def __getstate__(self):
+        # a copy of the model (merge, deepcopy) does not carry a step's similarity, which holds its graph
+        return {**super().__getstate__(), "_paired": None}
+
+    def _kept_similarity(self, text: TextFeatures, video: VideoFeatures) -> Tensor | None:
+        """The similarity contrastive_loss kept, if it was of exactly these features (once: it is dropped)."""
+        kept, self._paired = self._paired, None
+        if kept is None or not (self.training and torch.is_grad_enabled()):
+            return None
+        inputs, similarity = kept
+        given = (text.token_states, text.token_mask, video.patch_tokens, video.frame_mask)
+        return similarity if all(a is b for a, b in zip(inputs, given, strict=True)) else None
 
 
 def _mean_weights(mask: Tensor, dtype) -> Tensor:
     """Weights of a masked mean over the last axis: 1/count where mask is True, else 0."""
     return mask.to(dtype) / mask.sum(-1, keepdim=True).clamp_min(1)
-
-
-def _rank() -> int:
-    return dist.get_rank() if is_distributed() else 0
-
-
-def _sizes(local: int, device) -> list[int]:
-    """Every rank's row count (one entry without a process group)."""
-    if not is_distributed():
-        return [local]
-    sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, torch.tensor([local], device=device))
-    return [int(n) for n in sizes]
-
-
-def _gather_rows(tensor: Tensor, sizes: list[int]) -> Tensor:
-    """Rows of every rank concatenated in rank order, with gradients for floating tensors. Axis 1 (tokens,
-    frames) is padded to the largest across ranks and the batch axis to the largest batch for the
-    collective; the batch padding is dropped again. Without a process group: unchanged."""
-    if not is_distributed():
-        return tensor
-    if tensor.ndim > 1:
-        length = torch.tensor([tensor.shape[1]], device=tensor.device)
-        dist.all_reduce(length, op=dist.ReduceOp.MAX)
-        pad = [0, 0] * (tensor.ndim - 2) + [0, int(length) - tensor.shape[1]]
-        tensor = F.pad(tensor, pad)
-    longest = max(sizes)
-    if tensor.shape[0] < longest:
-        tensor = torch.cat([tensor, tensor.new_zeros(longest - tensor.shape[0], *tensor.shape[1:])])
-    if tensor.is_floating_point():
-        gathered = all_gather_with_grad(tensor.contiguous())
-    else:
-        parts = [torch.empty_like(tensor) for _ in sizes]
-        dist.all_gather(parts, tensor.contiguous())
-        gathered = torch.cat(parts)
-    keep = torch.cat([torch.arange(n) + r * longest for r, n in enumerate(sizes)]).to(gathered.device)
-    return gathered.index_select(0, keep)

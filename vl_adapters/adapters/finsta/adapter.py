@@ -78,6 +78,7 @@ class Finsta(Adapter):
 
     def __init__(self, config: FinstaConfig, dims) -> None:
         super().__init__(config, dims)
+        config = self.config
         d, heads = config.dim, config.heads
         if d % heads:
             raise ValueError(f"finsta: dim={d} must be divisible by heads={heads}")
@@ -105,7 +106,7 @@ class Finsta(Adapter):
         self.osc = StructuralContrast(dim=d, temperature=config.temperature)
         self.ptc = StructuralContrast(dim=d, temperature=config.temperature, ordered=True)
         # students and the zero-initialised entry into the embeddings
-        self.video_student = VideoStudent(vision_width=dims.vision_width, dim=d, slots=config.slots)
+        self.video_student = VideoStudent(vision_width=dims.vision_width, dim=d, slots=config.slots, heads=heads)
         self.text_student = TextStudent(text_width=dims.text_width, embed_dim=dims.embed_dim, dim=d)
         self.video_gate, self.text_gate = nn.Linear(d, dims.embed_dim), nn.Linear(d, dims.embed_dim)
         for gate in (self.video_gate, self.text_gate):
@@ -176,16 +177,21 @@ class Finsta(Adapter):
         # temporal intervals, in order: frame state and frame change (slot minus its predecessor), windowed
         previous = torch.cat([dense[:, :1], dense[:, :-1]], dim=1)
         previous = torch.gather(previous, 2, dsg.predecessor[..., None].expand_as(dense))
-        real = mask[..., None].to(dense.dtype)
-        per_frame = torch.cat([dense.mean(2), (dense - previous).mean(2)], dim=-1) * real  # [B,T,2d]
-        width = min(self.config.interval, t)
-        window_sum = F.avg_pool1d(rearrange(per_frame, "b t c -> b c t"), width, stride=1) * width
-        window_count = F.avg_pool1d(rearrange(real, "b t c -> b c t"), width, stride=1) * width  # [B,1,W]
-        intervals = self.interval_proj(rearrange(window_sum / window_count.clamp_min(1), "b c w -> b w c"))
+        per_frame = torch.cat([dense.mean(2), (dense - previous).mean(2)], dim=-1)  # [B,T,2d]
+        windows, interval_mask = self.windows(per_frame, mask)
         return VideoGraphEncoding(
             dsg=dsg, nodes=dense, edges=e, motion=motion, regions=rearrange(dense, "b t k d -> b (t k) d"),
-            region_mask=rearrange(dsg.node_mask, "b t k -> b (t k)"), intervals=intervals,
-            interval_mask=window_count[:, 0] > 0, pooled=pooled)
+            region_mask=rearrange(dsg.node_mask, "b t k -> b (t k)"), intervals=self.interval_proj(windows),
+            interval_mask=interval_mask, pooled=pooled)
+
+    def windows(self, per_frame: Tensor, frame_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The temporal intervals, in order: means [B,W,C] of per_frame [B,T,C] over its real frames in each
+        window of `interval` frames (stride 1), and whether a window holds a real frame [B,W]."""
+        width = min(self.config.interval, per_frame.shape[1])
+        real = frame_mask[..., None].to(per_frame.dtype)
+        window_sum = F.avg_pool1d(rearrange(per_frame * real, "b t c -> b c t"), width, stride=1) * width
+        window_count = F.avg_pool1d(rearrange(real, "b t c -> b c t"), width, stride=1) * width  # [B,1,W]
+        return rearrange(window_sum / window_count.clamp_min(1), "b c w -> b w c"), window_count[:, 0] > 0
 
     def structural_scores(self, vg: VideoGraphEncoding, tg: TextGraphEncoding) -> dict[str, tuple[Tensor, Tensor]]:
         """{"osc": (scores [Nt, B], caption has objects [Nt]), "ptc": (scores, caption has predicates)}."""
@@ -280,9 +286,12 @@ class Finsta(Adapter):
                                         paired_text.text_emb.float())
             losses["distill_text"] = cfg.distill_weight * masked_mse(student, teacher.text, teacher.has_text)
         if video is not None:
-            student = self.video_student(video.patch_tokens.float(), video.grid, video.frame_mask)
+            student, ordered = self.video_student(video.patch_tokens.float(), video.grid, video.frame_mask)
             if pairs is not None:
                 losses["distill_video"] = cfg.distill_weight * masked_mse(student, teacher.video, teacher.has_video)
+                # the order the alignment learns (PTC's intervals) reaches the graph-free student here
+                intervals, real = self.windows(ordered, video.frame_mask)
+                losses["distill_intervals"] = cfg.distill_weight * masked_mse(intervals, vg.intervals, real)
             video = self._fuse_video(video, self.video_gate(vg.pooled if graphs else student))
         if text is not None:
             if graphs:

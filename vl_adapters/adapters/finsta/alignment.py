@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
+from ...core.contrastive import bounded_scale, two_way_infonce
+
 MASKED = -2.0  # below any cosine: a padded region or interval is never the best one
 
 
@@ -60,14 +62,7 @@ def symmetric_info_nce(scores: Tensor, text_to_video: Tensor, scale: Tensor, val
         scores, text_to_video = scores[valid], text_to_video[valid]
     if scores.shape[0] == 0:
         return scores.sum() * 0.0
-    logits = scores * scale
-    text_to_video_loss = F.cross_entropy(logits, text_to_video)
-    positive = F.one_hot(text_to_video, logits.shape[1]).bool()  # [Nt, B]
-    column = logits.t()  # [B, Nt]
-    has_text = positive.any(0)
-    log_pos = column.masked_fill(~positive.t(), float("-inf")).logsumexp(-1)
-    video_to_text_loss = (column.logsumexp(-1) - log_pos)[has_text].mean()
-    return (text_to_video_loss + video_to_text_loss) / 2
+    return two_way_infonce(scores * scale, F.one_hot(text_to_video, scores.shape[1]).bool())
 
 
 class StructuralContrast(nn.Module):
@@ -90,5 +85,4 @@ class StructuralContrast(nn.Module):
         return node_to_video_scores(self.text_proj(nodes), node_graph, num_texts, self.video_proj(regions), region_mask)
 
     def loss(self, scores: Tensor, valid: Tensor, text_to_video: Tensor) -> Tensor:
-        scale = self.log_inv_temperature.exp().clamp(max=100.0)
-        return symmetric_info_nce(scores, text_to_video, scale, valid)
+        return symmetric_info_nce(scores, text_to_video, bounded_scale(self.log_inv_temperature), valid)

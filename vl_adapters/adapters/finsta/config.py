@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-from ...core.config import AdapterConfig
+from ...core.config import AdapterConfig, fit_heads, fit_width
 
 
 @dataclass
@@ -10,8 +11,9 @@ class FinstaConfig(AdapterConfig):
     """Finsta (Fei et al., TPAMI 2024): scene-graph spatio-temporal alignment, transferred into graph-free
     students that refine a frozen dual encoder. See docs/finsta.md for what each choice is and why."""
 
-    dim: int = 256                      # width of the graph encoders and students
-    heads: int = 4
+    dim: int | None = None              # width of the graph encoders and students; None: 256 (our choice on
+                                        # ViT-B), at most the backbone's width
+    heads: int | None = None            # None: 4, fewer where heads would be under 32 channels
     tsg_layers: int = 2                 # graph Transformer layers over the textual scene graph
     dsg_layers: int = 1                 # recurrent graph Transformer blocks over the dynamic scene graph
     hsg_layers: int = 1                 # graph Transformer layers over the holistic scene graph
@@ -35,3 +37,7 @@ class FinstaConfig(AdapterConfig):
 
     def __post_init__(self) -> None:
         self.require_at_least(1, "dim", "heads", "tsg_layers", "dsg_layers", "slots", "slot_iters", "interval")
+
+    def resolve(self, dims) -> FinstaConfig:
+        dim = fit_width(self.dim, paper=256, dims=dims)
+        return dataclasses.replace(self, dim=dim, heads=fit_heads(self.heads, width=dim, paper=4))

@@ -20,21 +20,32 @@ CROSS, TEXT, VIDEO = 0, 1, 2  # edge types of the union graph
 
 @dataclass
 class HolisticSceneGraph:
-    """Nodes: every pair's text nodes [0, num_text_nodes), then every pair's T*K video nodes.
-    x [n, d]; edge_index [2, m]; edge_attr [m, d] (the source graphs' edge states; cross edges: zero);
-    edge_type [m]; cross_similarity [m] (the cosine on cross edges, 0 elsewhere); text_pair [n_text] and
-    video_pair [n_video]: the pair of each node; video_node_mask [n_video]: node of a real frame;
-    cross_edge_index [2, c]: text object -> slot, in union ids."""
+    """The HSGs of a list of (caption, video) pairs, factored: every caption's TSG and every video's DSG are held
+    once (the base graph), and each pair holds copies of its caption's and its video's nodes, joined by its
+    cross-modal edges. A video's DSG sits in several pairs (its caption's, and as a hard negative), so most of
+    the union graph is copies; HolisticEncoder projects and attends over the base graph once and computes
+    per copy only what the cross edges change.
+
+    Base: x [U, d] (every caption's TSG nodes, then every video's B*T*K DSG nodes), edge_index [2, m] over base
+    ids with edge_attr [m, d] (the source graphs' edge states) and edge_type [m] (TEXT or VIDEO).
+    Copies, the pairs' text copies first, then their video copies: node_source [n] (the base node of each);
+    text_pair [n_text] and video_pair [n_video] (the pair of each); video_node_mask [n_video] (copy of a real
+    frame's node); cross_edge_index [2, c] (text object copy -> slot copy) with cross_similarity [c] (the
+    cosine); copy_edges [m'] (base edge of each copy of an edge) with copy_edge_index [2, m'] (in copy ids),
+    which only an encoder's second layer reads."""
 
     x: Tensor
     edge_index: Tensor
     edge_attr: Tensor
     edge_type: Tensor
-    cross_similarity: Tensor
+    node_source: Tensor
     text_pair: Tensor
     video_pair: Tensor
     video_node_mask: Tensor
     cross_edge_index: Tensor
+    cross_similarity: Tensor
+    copy_edges: Tensor
+    copy_edge_index: Tensor
 
     @property
     def num_text_nodes(self) -> int:
@@ -87,26 +98,25 @@ def build_holistic(text_nodes: Tensor, text_graph: Tensor, text_edge_index: Tens
     # cross edges: each object of a pair's caption -> its best slot in every real frame of the pair's video
     rows = text_objects[tnodes].nonzero(as_tuple=True)[0]  # object nodes, as positions in the text part
     pair = text_pair[rows]
-    sims = torch.einsum("od,otkd->otk", F.normalize(object_key[tnodes[rows]], dim=-1),
-                        F.normalize(slot_key[videos[pair]], dim=-1))  # [O, T, K]
+    sims = torch.einsum("od,otkd->otk", F.normalize(object_key, dim=-1)[tnodes[rows]],
+                        F.normalize(slot_key, dim=-1)[videos[pair]])  # [O, T, K]
     best_sim, best_slot = sims.max(-1)
     keep = frame_mask[videos[pair]] & (best_sim > threshold)  # [O, T]
     obj, frame = keep.nonzero(as_tuple=True)
     slot_node = n_text + pair[obj] * t * k + frame * k + best_slot[obj, frame]
-    cross = torch.stack([rows[obj], slot_node])
-    similarity = best_sim[obj, frame]
-    edge_index = torch.cat([cross, cross.flip(0), tedge_index, vedge_index + n_text], dim=1)
-    n_cross = cross.shape[1]
-    edge_type = torch.cat([torch.full((2 * n_cross,), CROSS, device=edge_index.device),
-                           torch.full((tedges.shape[0],), TEXT, device=edge_index.device),
-                           torch.full((vedges.shape[0],), VIDEO, device=edge_index.device)])
-    edge_attr = torch.cat([video_nodes.new_zeros(2 * n_cross, d), text_edge_attr[tedges], video_edge_attr[vedges]])
-    cross_similarity = torch.cat([similarity, similarity, similarity.new_zeros(tedges.shape[0] + vedges.shape[0])])
-    x = torch.cat([text_nodes[tnodes], video_nodes.reshape(b * t * k, d)[vnodes]])
-    video_node_mask = frame_mask[:, :, None].expand(b, t, k).reshape(-1)[vnodes]
-    return HolisticSceneGraph(x=x, edge_index=edge_index, edge_attr=edge_attr, edge_type=edge_type,
-                              cross_similarity=cross_similarity, text_pair=text_pair, video_pair=video_pair,
-                              video_node_mask=video_node_mask, cross_edge_index=cross)
+    base_text, base_text_edges = text_nodes.shape[0], text_edge_index.shape[1]
+    device = video_nodes.device
+    return HolisticSceneGraph(
+        x=torch.cat([text_nodes, video_nodes.reshape(b * t * k, d)]),
+        edge_index=torch.cat([text_edge_index, video_edge_index + base_text], dim=1),
+        edge_attr=torch.cat([text_edge_attr, video_edge_attr]),
+        edge_type=torch.cat([torch.full((base_text_edges,), TEXT, device=device),
+                             torch.full((video_edge_index.shape[1],), VIDEO, device=device)]),
+        node_source=torch.cat([tnodes, vnodes + base_text]), text_pair=text_pair, video_pair=video_pair,
+        video_node_mask=frame_mask[:, :, None].expand(b, t, k).reshape(-1)[vnodes],
+        cross_edge_index=torch.stack([rows[obj], slot_node]), cross_similarity=best_sim[obj, frame],
+        copy_edges=torch.cat([tedges, vedges + base_text_edges]),
+        copy_edge_index=torch.cat([tedge_index, vedge_index + n_text], dim=1))
 
 
 class HolisticEncoder(nn.Module):
@@ -120,9 +130,16 @@ class HolisticEncoder(nn.Module):
         self.encoder = GraphTransformer(dim=dim, layers=layers, heads=heads, dropout=dropout, last_edges=False)
 
     def forward(self, graph: HolisticSceneGraph) -> tuple[Tensor, Tensor]:
-        """-> (text node states [n_text, d], video node states [n_video, d])."""
-        cross = (graph.edge_type == CROSS)[:, None]
-        e = graph.edge_attr + self.edge_type_embedding(graph.edge_type) + cross * self.similarity_proj(
-            graph.cross_similarity[:, None])
-        h, _ = self.encoder(graph.x, graph.edge_index, e)
+        """-> (text copies' states [n_text, d], video copies' states [n_video, d]). The first layer runs on the
+        factored graph (GraphTransformerLayer.forward_copies); later ones, if any, on the copies' union graph."""
+        cross = torch.cat([graph.cross_edge_index, graph.cross_edge_index.flip(0)], dim=1)
+        cross_e = self.edge_type_embedding.weight[CROSS] + self.similarity_proj(graph.cross_similarity.repeat(2)[:, None])
+        e = graph.edge_attr + self.edge_type_embedding(graph.edge_type)
+        first, *rest = self.encoder.layers
+        h, e, cross_e = first.forward_copies(graph.x, graph.edge_index, e, graph.node_source, cross, cross_e)
+        if rest:
+            edge_index = torch.cat([cross, graph.copy_edge_index], dim=1)
+            e = torch.cat([cross_e, e[graph.copy_edges]])
+            for layer in rest:
+                h, e = layer(h, edge_index, e)
         return h[: graph.num_text_nodes], h[graph.num_text_nodes:]

@@ -8,11 +8,10 @@ import math
 import torch
 from einops import rearrange
 from torch import Tensor, nn
-from torch_geometric.nn import MessagePassing
-from torch_geometric.utils import softmax
+from torch_geometric.utils import scatter
 
 
-class GraphTransformerLayer(MessagePassing):
+class GraphTransformerLayer(nn.Module):
     """One graph Transformer layer with edge features.
 
     Per head and edge j -> i: w_ij = (Q h_i * K h_j / sqrt(d)) * E e_ij (a vector); score = clamp(sum w_ij);
@@ -24,7 +23,7 @@ class GraphTransformerLayer(MessagePassing):
 
     def __init__(self, *, dim: int, heads: int = 4, dropout: float = 0.0, clamp: float = 5.0,
                  update_edges: bool = True) -> None:
-        super().__init__(aggr="add", node_dim=0)
+        super().__init__()
         if dim % heads:
             raise ValueError(f"GraphTransformerLayer: dim={dim} must be divisible by heads={heads}")
         self.heads, self.head_dim, self.clamp = heads, dim // heads, clamp
@@ -39,22 +38,60 @@ class GraphTransformerLayer(MessagePassing):
 
     def forward(self, h: Tensor, edge_index: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
         """h [n, dim], edge_index [2, m] (row 0 source j, row 1 target i), e [m, dim] -> (h', e')."""
-        split = lambda t: rearrange(t, "n (h d) -> n h d", h=self.heads)  # noqa: E731
-        q, k, v = split(self.q(h)), split(self.k(h)), split(self.v(h))
-        w = q[edge_index[1]] * k[edge_index[0]] / math.sqrt(self.head_dim) * split(self.e(e))  # [m, H, d]
-        score = w.sum(-1).clamp(-self.clamp, self.clamp)
-        alpha = softmax(score, edge_index[1], num_nodes=h.shape[0])  # [m, H]
-        agg = self.propagate(edge_index, v=v, alpha=alpha, size=(h.shape[0], h.shape[0]))  # [n, H, d]
-        h = self.norm_node1(h + self.dropout(self.out_node(rearrange(agg, "n h d -> n (h d)"))))
-        h = self.norm_node2(h + self.dropout(self.ffn_node(h)))
-        if self.edge_branch is not None:
-            edge = self.edge_branch
-            e = edge["norm1"](e + self.dropout(edge["out"](rearrange(w, "m h d -> m (h d)"))))
-            e = edge["norm2"](e + self.dropout(edge["ffn"](e)))
-        return h, e
+        q, k, v = self._heads(self.q(h)), self._heads(self.k(h)), self._heads(self.v(h))
+        w, mass, total = self._attend(q, k, v, edge_index, edge_index[1], e, h.shape[0])
+        return self._update_nodes(h, mass, total), self._update_edges(e, w)
 
-    def message(self, v_j: Tensor, alpha: Tensor) -> Tensor:
-        return v_j * alpha[..., None]
+    def forward_copies(self, h: Tensor, edge_index: Tensor, e: Tensor, source: Tensor, cross_index: Tensor,
+                       cross_e: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The layer on a graph made of copies of a base graph plus edges between the copies, without
+        materialising the copies' edges: exactly forward() on the graph whose node c is a copy of base node
+        source[c] holding a copy of every base edge into source[c], plus cross edges (cross_index [2, c'] in
+        copy ids, states cross_e [c', dim]).
+
+        Base nodes and edges are projected and attended once; a copy reached by no cross edge is its base
+        node's result, and a reached copy adds its cross edges' weights to its base node's softmax sums.
+        h [U, dim], edge_index [2, m] and e [m, dim] over base ids, source [n] -> (h' [n, dim], base edges'
+        e' [m, dim], cross edges' e' [c', dim])."""
+        q, k, v = self._heads(self.q(h)), self._heads(self.k(h)), self._heads(self.v(h))
+        w, mass, total = self._attend(q, k, v, edge_index, edge_index[1], e, h.shape[0])
+        n = source.shape[0]  # the cross edges join the copies of base nodes source[cross_index]
+        cross_w, cross_mass, cross_total = self._attend(q, k, v, source[cross_index], cross_index[1], cross_e, n)
+        reached = torch.zeros(n, dtype=torch.bool, device=h.device).index_fill_(0, cross_index[1], True)
+        reached = reached.nonzero().squeeze(1)
+        base = source[reached]
+        out = self._update_nodes(h, mass, total)[source]
+        copies = self._update_nodes(h[base], mass[base] + cross_mass[reached], total[base] + cross_total[reached])
+        out = out.index_copy(0, reached, copies)
+        return out, self._update_edges(e, w), self._update_edges(cross_e, cross_w)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        return rearrange(x, "n (h d) -> n h d", h=self.heads)
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, ends: Tensor, into: Tensor, e: Tensor, size: int
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        """Edge weights w [m, H, d] of the edges ends [2, m] (rows of q/k/v: source, target) and the softmax
+        sums of each of `size` targets over the edges into it (into [m]): mass [size, H] = sum exp(score),
+        total [size, H, d] = sum exp(score) v_source. Scores are clamped to +-clamp, so exp needs no max
+        shift, and the sums of disjoint edge sets add up (forward_copies)."""
+        w = q[ends[1]] * k[ends[0]] / math.sqrt(self.head_dim) * self._heads(self.e(e))
+        weight = w.sum(-1).clamp(-self.clamp, self.clamp).exp()  # [m, H]
+        mass = scatter(weight, into, dim=0, dim_size=size, reduce="sum")
+        total = scatter(weight[..., None] * v[ends[0]], into, dim=0, dim_size=size, reduce="sum")
+        return w, mass, total
+
+    def _update_nodes(self, h: Tensor, mass: Tensor, total: Tensor) -> Tensor:
+        # a node with an incoming edge has mass >= exp(-clamp); one without has total 0 and aggregates zero
+        agg = total / mass.clamp_min(math.exp(-self.clamp))[..., None]
+        h = self.norm_node1(h + self.dropout(self.out_node(rearrange(agg, "n h d -> n (h d)"))))
+        return self.norm_node2(h + self.dropout(self.ffn_node(h)))
+
+    def _update_edges(self, e: Tensor, w: Tensor) -> Tensor:
+        if self.edge_branch is None:
+            return e
+        edge = self.edge_branch
+        e = edge["norm1"](e + self.dropout(edge["out"](rearrange(w, "m h d -> m (h d)"))))
+        return edge["norm2"](e + self.dropout(edge["ffn"](e)))
 
 
 class GraphTransformer(nn.Module):

@@ -8,29 +8,40 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ...core.pooling import masked_mean
+from ..tem_adapter.modules import sinusoid_positions
 from .video_graph import grid_coordinates
 
 
 class VideoStudent(nn.Module):
-    """Per frame, K learned queries pool the projected patch tokens (+ grid position) into slots; the video
-    feature is an MLP of [mean slot state over frames, mean |change| of the slot state between frames]."""
+    """Per frame, K learned queries pool the projected patch tokens (+ grid position) into slots, whose mean is
+    the frame's state; one Transformer layer over the frame states, with sinusoidal frame positions, reads
+    their order. Returns the video feature, an MLP of [mean frame state ; mean of the ordered states], and
+    the ordered states per frame, which learn the graph branch's temporal intervals (the features PTC aligns
+    with a caption's events in order). Order-free pooling alone (the mean state and the mean |change|, as
+    before) gives a video and its reversal the same feature, so no order the alignment learns could reach
+    the embedding."""
 
-    def __init__(self, *, vision_width: int, dim: int, slots: int) -> None:
+    def __init__(self, *, vision_width: int, dim: int, slots: int, heads: int) -> None:
         super().__init__()
         self.token_proj, self.position_proj = nn.Linear(vision_width, dim), nn.Linear(2, dim)
         self.queries = nn.Parameter(torch.randn(slots, dim) * 0.02)
+        # the frame states enter at unit scale, as loud as the sinusoids (see temporal_transformer)
+        self.frame_norm = nn.LayerNorm(dim)
+        layer = nn.TransformerEncoderLayer(d_model=dim, nhead=heads, dim_feedforward=2 * dim, dropout=0.0,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.temporal = nn.TransformerEncoder(layer, num_layers=1, enable_nested_tensor=False)
         self.mlp = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, dim))
 
-    def forward(self, patch_tokens: Tensor, grid: tuple[int, int], frame_mask: Tensor) -> Tensor:
-        """patch_tokens [B,T,N,C] -> [B, dim]."""
+    def forward(self, patch_tokens: Tensor, grid: tuple[int, int], frame_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """patch_tokens [B,T,N,C] -> (video feature [B, dim], ordered frame states [B,T,dim])."""
         tokens = self.token_proj(patch_tokens) + self.position_proj(grid_coordinates(grid, patch_tokens.device))
         attn = (torch.einsum("btnd,kd->btkn", tokens, self.queries) / math.sqrt(tokens.shape[-1])).softmax(-1)
-        frame = torch.einsum("btkn,btnd->btkd", attn, tokens).mean(2)  # [B,T,dim]
-        real = frame_mask[..., None].to(frame.dtype)
-        state = (frame * real).sum(1) / real.sum(1).clamp_min(1)
-        both = real[:, 1:] * real[:, :-1]
-        change = ((frame[:, 1:] - frame[:, :-1]).abs() * both).sum(1) / both.sum(1).clamp_min(1)
-        return self.mlp(torch.cat([state, change], dim=-1))
+        frame = self.frame_norm(torch.einsum("btkn,btnd->btkd", attn, tokens).mean(2))  # [B,T,dim]
+        positions = sinusoid_positions(frame.shape[1], frame.shape[2], device=frame.device)
+        ordered = self.temporal(frame + positions, src_key_padding_mask=~frame_mask)
+        pooled = torch.cat([masked_mean(frame, frame_mask, dim=1), masked_mean(ordered, frame_mask, dim=1)], dim=-1)
+        return self.mlp(pooled), ordered
 
 
 class TextStudent(nn.Module):

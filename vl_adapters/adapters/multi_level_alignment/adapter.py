@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...core.adapter import Adapter, AdapterOutput, register_adapter
+from ...core.contrastive import bounded_scale, two_way_infonce
 from ...core.features import TextFeatures, VideoFeatures
 from ...core.pooling import masked_mean
 from ..temporal_transformer import TemporalTransformer, TemporalTransformerConfig
@@ -18,7 +19,6 @@ from .modules import (
     same_video,
     segment_weights,
     split_phrases,
-    two_way_infonce,
 )
 
 
@@ -43,6 +43,7 @@ class MultiLevelAlignment(Adapter):
 
     def __init__(self, config: MultiLevelAlignmentConfig, dims) -> None:
         super().__init__(config, dims)
+        config = self.config
         temporal = TemporalTransformerConfig(layers=config.layers, heads=config.heads, max_frames=config.max_frames,
                                              mlp_ratio=config.mlp_ratio, dropout=config.dropout)
         self.temporal = TemporalTransformer(temporal, dims)
@@ -86,7 +87,7 @@ class MultiLevelAlignment(Adapter):
 
     @property
     def scale(self) -> Tensor:
-        return self.log_inv_temperature.clamp(max=math.log(100.0)).exp()
+        return bounded_scale(self.log_inv_temperature)
 
     def global_loss(self, video: VideoFeatures, captions: TextFeatures, repeated: Tensor) -> Tensor:
         """Whole video against whole caption. Identical captions are positives of each other, and so are the

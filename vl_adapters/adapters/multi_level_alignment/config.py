@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-from ...core.config import AdapterConfig, ConfigError
+from ...core.config import AdapterConfig, ConfigError, fit_heads
 
 
 @dataclass
@@ -19,7 +20,7 @@ class MultiLevelAlignmentConfig(AdapterConfig):
     """
 
     layers: int = 4
-    heads: int = 8
+    heads: int | None = None
     max_frames: int = 64
     mlp_ratio: float = 4.0
     dropout: float = 0.1
@@ -38,3 +39,6 @@ class MultiLevelAlignmentConfig(AdapterConfig):
                 "MultiLevelAlignmentConfig: weight_global and weight_segment must be >= 0, got "
                 f"{self.weight_global} and {self.weight_segment}"
             )
+
+    def resolve(self, dims) -> MultiLevelAlignmentConfig:
+        return dataclasses.replace(self, heads=fit_heads(self.heads, width=dims.embed_dim, paper=8))

@@ -53,19 +53,6 @@ def pool_segments(frames: Tensor, weights: Tensor, video_index: Tensor) -> Tenso
     return F.normalize(einsum(weights, frames, "s t, s t d -> s d"), dim=-1)
 
 
-def two_way_infonce(logits: Tensor, positive: Tensor) -> Tensor:
-    """Symmetric InfoNCE over [N, M] logits where several columns may be positives of a row (identical
-    captions or phrases): each row against all columns and each column against all rows."""
-    very_negative = torch.finfo(logits.dtype).min
-
-    def one_way(scores: Tensor, pos: Tensor) -> Tensor:
-        has = pos.any(1)
-        log_prob = scores.log_softmax(1).masked_fill(~pos, very_negative)
-        return -log_prob.logsumexp(1)[has].mean()
-
-    return 0.5 * (one_way(logits, positive) + one_way(logits.T, positive.T))
-
-
 def same_video(video: VideoFeatures) -> Tensor:
     """[B, B] bool: rows i and j of the batch are the same video (identical frames and mask)."""
     frames = video.frame_emb.flatten(1)

@@ -25,7 +25,7 @@ class SalientFrameScorer(Adapter):
 
     def __init__(self, config: SalientFrameScorerConfig, dims) -> None:
         super().__init__(config, dims)
-        self.scorer = FrameScorer(dim=dims.embed_dim, hidden=config.hidden)
+        self.scorer = FrameScorer(dim=dims.embed_dim, hidden=self.config.hidden)
 
     def target(self, video: VideoFeatures, guidance: TextFeatures) -> Tensor:
         """[B, T] the language-guided relevance of each frame to its video's caption (no gradient)."""

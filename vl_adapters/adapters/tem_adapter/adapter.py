@@ -26,6 +26,7 @@ class TemTemporalAligner(_Templated, Adapter):
 
     def __init__(self, config: TemTemporalAlignerConfig, dims) -> None:
         super().__init__(config, dims)
+        config = self.config
         width = dims.embed_dim
         if width % config.heads:
             raise FeatureShapeError(f"tem_temporal_aligner: embed_dim {width} is not divisible by heads {config.heads}")
@@ -93,6 +94,7 @@ class TemSemanticAligner(_Templated, Adapter):
 
     def __init__(self, config: TemSemanticAlignerConfig, dims) -> None:
         super().__init__(config, dims)
+        config = self.config
         text_dim = dims.text_width if config.use_token_states else dims.embed_dim
         self.aligner = SemanticAligner(text_dim=text_dim, video_dim=dims.embed_dim, embed_dim=dims.embed_dim,
                                        width=config.width, heads=config.heads, layers=config.layers,

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
-from ...core.config import AdapterConfig, ConfigError
+from ...core.config import AdapterConfig, ConfigError, fit_heads, fit_width
 from .templates import DEFAULT_TEMPLATE, resolve_template
 
 # The official configuration (XLiu443/Tem-adapter): forced when official_compat is set.
@@ -21,7 +22,7 @@ class TemTemporalAlignerConfig(AdapterConfig):
     """
 
     official_compat: bool = False
-    heads: int = 8
+    heads: int | None = None  # None: 8 on ViT-B's 512, fewer where heads would be under 32 channels
     ffn_dim: int = 0  # 0: 4 x the embedding width
     dropout: float = 0.1
     prediction_weight: float = 1.0
@@ -37,19 +38,25 @@ class TemTemporalAlignerConfig(AdapterConfig):
         if self.prediction_weight < 0:
             raise ConfigError(f"TemTemporalAlignerConfig.prediction_weight must be >= 0, got {self.prediction_weight}")
 
+    def resolve(self, dims) -> TemTemporalAlignerConfig:
+        return dataclasses.replace(self, heads=fit_heads(self.heads, width=dims.embed_dim, paper=8))
+
 
 @dataclass
 class TemSemanticAlignerConfig(AdapterConfig):
     """Semantic Aligner: the candidate's token states cross-attend to its own video's frames; the result
     enters the text embedding through a per-channel gate (zero at init).
 
+    width  None: the official 128, at most the backbone's width; heads  None: heads of at least 32
+    channels (4 at width 128; the official 16 heads are 8 channels wide)
+
     official_compat: width 128, 16 heads, dropout 0.2, gate 1e-4, ONE token per candidate (the pooled
     text embedding) and pair scores = unnormalised dot product with the video vector.
     """
 
     official_compat: bool = False
-    width: int = 256
-    heads: int = 8
+    width: int | None = None
+    heads: int | None = None
     layers: int = 1
     dropout: float = 0.1
     gate_init: float = 0.0
@@ -63,10 +70,15 @@ class TemSemanticAlignerConfig(AdapterConfig):
                 setattr(self, key, value)
             self.use_token_states = False
         self.require_at_least(1, "width", "heads")
-        if self.width % self.heads:
+        if self.width is not None and self.heads is not None and self.width % self.heads:
             raise ConfigError(f"TemSemanticAlignerConfig: width {self.width} is not divisible by heads {self.heads}")
         if self.layers < 1:
             raise ConfigError(f"TemSemanticAlignerConfig.layers must be >= 1, got {self.layers}")
+
+    def resolve(self, dims) -> TemSemanticAlignerConfig:
+        width = fit_width(self.width, paper=OFFICIAL_SEMANTIC["width"], dims=dims)
+        return dataclasses.replace(self, width=width,
+                                   heads=fit_heads(self.heads, width=width, paper=OFFICIAL_SEMANTIC["heads"]))
 
 
 @dataclass

@@ -32,6 +32,7 @@ class TemporalTransformer(Adapter):
 
     def __init__(self, config: TemporalTransformerConfig, dims) -> None:
         super().__init__(config, dims)
+        config = self.config
         width = dims.embed_dim
         heads = config.heads if width % config.heads == 0 else 1
         self.position = nn.Embedding(config.max_frames, width)

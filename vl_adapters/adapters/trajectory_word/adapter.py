@@ -31,11 +31,8 @@ class TrajectoryWord(Adapter):
 
     def __init__(self, config: TrajectoryWordConfig, dims) -> None:
         super().__init__(config, dims)
-        width = config.width or dims.text_width
-        if width % config.heads:
-            raise FeatureShapeError(
-                f"trajectory_word: width {width} (the text width when width=None) is not divisible by heads={config.heads}"
-            )
+        config = self.config
+        width = config.width
         self.width = self.fusion_width = width
         self.encoder = TrajectoryWordEncoder(
             text_width=dims.text_width, vision_width=dims.vision_width, embed_dim=dims.embed_dim, width=width,

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
-from ...core.config import AdapterConfig, ConfigError
+from ...core.config import AdapterConfig, ConfigError, fit_heads
 
 
 @dataclass
@@ -10,7 +11,8 @@ class TrajectoryWordConfig(AdapterConfig):
     """TW-BERT's asymmetric cross-modal encoder (trajectory-to-word + word-to-patch) and matching head.
 
     width          common width both sides are projected to; None = the text tower's width
-    heads          attention heads (width must divide by it)
+    heads          attention heads (width must divide by it); None: heads of 64 channels as in the paper
+                   (8 on ViT-B's 512, 1 on a 64-wide backbone), at most 12
     depth          number of cross-modal layers
     tie_weights    the original's sharing: trajectory step and W2P share Q/K/V, one output projection
                    and one feed-forward for both streams; False gives every part its own
@@ -25,7 +27,7 @@ class TrajectoryWordConfig(AdapterConfig):
     """
 
     width: int | None = None
-    heads: int = 8
+    heads: int | None = None
     depth: int = 2
     mlp_ratio: float = 4.0
     dropout: float = 0.0
@@ -45,7 +47,7 @@ class TrajectoryWordConfig(AdapterConfig):
         self.require_at_least(1, "heads")
         if self.depth < 1:
             raise ConfigError(f"{name}.depth must be >= 1, got {self.depth}")
-        if self.width is not None and self.width % self.heads:
+        if self.width is not None and self.heads is not None and self.width % self.heads:
             raise ConfigError(f"{name}.width ({self.width}) must be divisible by heads ({self.heads})")
         if self.patch_pool < 1 or self.pair_chunk < 1 or self.max_frames < 1:
             raise ConfigError(f"{name}: patch_pool, pair_chunk and max_frames must be >= 1")
@@ -54,7 +56,11 @@ class TrajectoryWordConfig(AdapterConfig):
         if not 0.0 < self.select_ratio <= 1.0:
             raise ConfigError(f"{name}.select_ratio must be in (0, 1], got {self.select_ratio}")
         bad = [i for i in self.select_before if not 0 <= i < self.depth]
-        if bad:
+        if bad and self.frame_selector:
             raise ConfigError(f"{name}.select_before has layer indices {bad} outside [0, depth={self.depth})")
         if self.selector_samples < 1 or self.selector_sigma <= 0:
             raise ConfigError(f"{name}: selector_samples must be >= 1 and selector_sigma > 0")
+
+    def resolve(self, dims) -> TrajectoryWordConfig:
+        width = self.width or dims.text_width
+        return dataclasses.replace(self, width=width, heads=fit_heads(self.heads, width=width, paper=12, head_width=64))

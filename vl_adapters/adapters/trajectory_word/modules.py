@@ -63,8 +63,9 @@ def trajectory_to_word(q: Tensor, k_words: Tensor, v_words: Tensor, k_traj: Tens
                        word_mask: Tensor, frame_mask: Tensor) -> Tensor:
     """One softmax per word over all L words plus its OWN T trajectory points.
 
-    q, k/v_words [P,L,H,d]; k/v_traj [P,L,T,H,d] (word l's points); word_mask [P,L]; frame_mask [P,T]
-    -> [P,L,H*d]. Word l never sees word m's trajectory (the einsum pairs l with l)."""
+    q [P,L',H,d] (the first L' words: all of them, or the sentence token alone in a last layer); k/v_words
+    [P,L,H,d]; k/v_traj [P,L',T,H,d] (word l's points); word_mask [P,L]; frame_mask [P,T] -> [P,L',H*d].
+    Word l never sees word m's trajectory (the einsum pairs l with l)."""
     scale = q.shape[-1] ** -0.5
     to_words = einsum(q, k_words, "p l h d, p m h d -> p h l m") * scale
     to_points = einsum(q, k_traj, "p l h d, p l t h d -> p h l t") * scale
@@ -80,8 +81,9 @@ def word_to_patch(q_video: Tensor, k_video: Tensor, v_video: Tensor, k_words: Te
                   word_mask: Tensor) -> Tensor:
     """Per frame, the summary token and the frame's patches attend over all words plus that frame's tokens.
 
-    q/k/v_video [P,T,1+N,H,d] (index 0 = the video summary copied into every frame); k/v_words [P,L,H,d]
-    -> [P,T,1+N,H*d]. No attention crosses frames here: (pairs, frames, heads) batch one fused call."""
+    q_video [P,T,Q,H,d]: the queries, the first Q of the frame's tokens (all 1+N, or the summary alone in a
+    last layer); k/v_video [P,T,1+N,H,d] (index 0 = the video summary copied into every frame); k/v_words
+    [P,L,H,d] -> [P,T,Q,H*d]. No attention crosses frames here: (pairs, frames, heads) batch one fused call."""
     p, t = q_video.shape[:2]
     words = lambda x: rearrange(x, "p l h d -> p 1 h l d").expand(-1, t, -1, -1, -1)  # noqa: E731
     frame = lambda x: rearrange(x, "p t i h d -> p t h i d")  # noqa: E731
@@ -134,38 +136,48 @@ class TrajectoryWordLayer(nn.Module):
         qkv = self.w2p_qkv if self.tie_weights else self.step_qkv
         return self.trajectory(qkv.q(words), *qkv.kv(patches))
 
-    def t2w(self, words: Tensor, tau: Tensor, word_mask: Tensor, frame_mask: Tensor) -> Tensor:
-        """Normalised words [P,L,W], trajectories [P,L,T,W] -> text-stream update [P,L,W]."""
+    def t2w(self, words: Tensor, tau: Tensor, word_mask: Tensor, frame_mask: Tensor,
+            queries: Tensor | None = None) -> Tensor:
+        """Normalised words [P,L,W], the trajectories [P,L',T,W] of the query words (default: all of them,
+        L' = L; the first L' words otherwise) -> text-stream update [P,L',W]."""
         k_words, v_words = self.t2w_qkv.kv(words)
         k_traj, v_traj = self.t2w_qkv.kv(tau)
-        mixed = trajectory_to_word(self.t2w_qkv.q(words), k_words, v_words, k_traj, v_traj, word_mask, frame_mask)
-        return self.out_text(mixed)
+        q = self.t2w_qkv.q(words if queries is None else queries)
+        return self.out_text(trajectory_to_word(q, k_words, v_words, k_traj, v_traj, word_mask, frame_mask))
 
     def forward(self, words: Tensor, summary: Tensor, patches: Tensor, word_mask: Tensor,
-                frame_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """words [P,L,W], video summary [P,W], patches [P,T,N,W] -> the three updated."""
+                frame_mask: Tensor, *, last: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
+        """words [P,L,W], video summary [P,W], patches [P,T,N,W] -> the three updated.
+
+        last: the encoder reads only the sentence token and the summary after this layer, so only they are
+        updated (words [P,1,W], patches None). Every other output of a layer is a per-token function of its
+        attention output (projection, residual, feed-forward), so skipping those tokens' queries, outputs
+        and feed-forward changes nothing that is read; it saves most of the last layer's video stream."""
         t = patches.shape[1]
         w = self.norm_text(words)
         tokens = self.norm_video(torch.cat([summary[:, None, None].expand(-1, t, 1, -1), patches], dim=2))
         k_video, v_video = self.w2p_qkv.kv(tokens)
         k_words, v_words = self.w2p_qkv.kv(w)
+        queries = w[:, :1] if last else w  # the words whose trajectories and T2W outputs are read
         if self.tie_weights:  # the shared projection of the patches serves the trajectory step too
-            tau = self.trajectory(self.w2p_qkv.q(w), k_video[:, :, 1:], v_video[:, :, 1:])
+            tau = self.trajectory(self.w2p_qkv.q(queries), k_video[:, :, 1:], v_video[:, :, 1:])
         else:
-            tau = self.trajectories(w, tokens[:, :, 1:])
-        text_update = self.t2w(w, tau, word_mask, frame_mask)
-        video_mixed = word_to_patch(self.w2p_qkv.q(tokens), k_video, v_video, k_words, v_words, word_mask)
+            tau = self.trajectories(queries, tokens[:, :, 1:])
+        text_update = self.t2w(w, tau, word_mask, frame_mask, queries=queries)
+        video_queries = tokens[:, :, :1] if last else tokens
+        video_mixed = word_to_patch(self.w2p_qkv.q(video_queries), k_video, v_video, k_words, v_words, word_mask)
         video_update = self.out_video_proj(video_mixed)
         # The summary's per-frame outputs are averaged over real frames only.
         weights = frame_mask.to(video_update.dtype)[..., None]
         summary_update = (video_update[:, :, 0] * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-        words = words + self.drop(text_update)
+        words = (words[:, :1] if last else words) + self.drop(text_update)
         summary = summary + self.drop(summary_update)
-        patches = patches + self.drop(video_update[:, :, 1:])
         words = words + self.ffn_text(words)
         summary = summary + self.ffn_video_block(summary)
-        patches = patches + self.ffn_video_block(patches)
-        return words, summary, patches
+        if last:
+            return words, summary, None
+        patches = patches + self.drop(video_update[:, :, 1:])
+        return words, summary, patches + self.ffn_video_block(patches)
 
 
 class _PerturbedTopK(torch.autograd.Function):
@@ -263,7 +275,8 @@ class TrajectoryWordEncoder(nn.Module):
                 keep = min(t, max(1, math.ceil(self.select_ratio * patches.shape[1])))
                 selection, frame_mask = self.selectors[str(i)](patches, words[:, 0], frame_mask, keep)
                 patches = einsum(selection, patches, "p k t, p t n w -> p k n w")
-            words, summary, patches = layer(words, summary, patches, word_mask, frame_mask)
+            words, summary, patches = layer(words, summary, patches, word_mask, frame_mask,
+                                            last=i == len(self.layers) - 1)
         return self.norm_text(words[:, 0]), self.norm_video(summary)
 
 
