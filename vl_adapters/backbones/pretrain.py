@@ -78,7 +78,7 @@ def _captions_batch(rng: np.random.Generator, batch_size: int, size: int) -> tup
     return np.stack(frames), list(captions)
 
 
-def pretrain(out: str | Path, *, config: str = "synthetic", steps: int = 600, batch_size: int = 128,
+def pretrain(out: str | Path, *, config: str = "synthetic", steps: int = 3000, batch_size: int = 128,
              lr: float = 2e-3, seed: int = 0, frame_size: int = 64, log_every: int = 100,
              log=print) -> dict:
     """Train `tiny:<config>` from its seeded initialisation and write the trimmed safetensors to `out`."""
@@ -168,7 +168,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("pretrain-backbone", help="pretrain the tiny image-text backbone on synthetic stills")
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.add_argument("--config", default="synthetic", help="tiny config under vl_adapters/backbones/configs")
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)

@@ -18,12 +18,14 @@ BACKBONE = "tiny:synthetic"
 # data: the generator's arguments; train: the training config over it (the `vl-adapters train` keys)
 PRESETS = {
     "default": {
-        "data": {"num_train_pairs": 1000, "num_val_pairs": 50, "num_test_pairs": 200, "num_frames": 8, "seed": 0},
-        "train": {"epochs": 4, "data": {"batch_size": 32}, "optim": {"lr": 1e-3}},
+        "data": {"num_train_pairs": 800, "num_val_pairs": 50, "num_test_pairs": 200, "num_frames": 8, "seed": 0,
+                 "max_events": 2, "move_fraction": 0.5},
+        "train": {"epochs": 3, "data": {"batch_size": 32}, "optim": {"lr": 1e-3}},
         "seeds": [0, 1, 2],
     },
     "full": {
-        "data": {"num_train_pairs": 4000, "num_val_pairs": 100, "num_test_pairs": 500, "num_frames": 8, "seed": 0},
+        "data": {"num_train_pairs": 4000, "num_val_pairs": 100, "num_test_pairs": 500, "num_frames": 8, "seed": 0,
+                 "max_events": 2, "move_fraction": 0.5},
         "train": {"epochs": 8, "data": {"batch_size": 32}, "optim": {"lr": 1e-3}},
         "seeds": [0, 1, 2],
     },

@@ -247,13 +247,14 @@ def static_negatives(objects: list[ShapeObject], rng: np.random.Generator, count
 
 # ---------------------------------------------------------------- sampling
 def sample_scene(rng: np.random.Generator, *, num_frames: int = 16, size: int = 64,
-                 num_events: int | None = None, radius: int = 7, move_distance: float | None = None) -> Scene:
+                 num_events: int | None = None, max_events: int = 3, radius: int = 7,
+                 move_distance: float | None = None) -> Scene:
     """A random scene with 2-3 objects of distinct (colour, shape), 2-3 events on distinct objects, at
     least one move and at least one object that is static in colour and visibility."""
     move_distance = move_distance if move_distance is not None else size * 0.375
     lo, hi = radius + 2, size - radius - 2
     for _ in range(1000):
-        n_events = num_events or int(rng.integers(2, 4))
+        n_events = num_events or int(rng.integers(2, max_events + 1))
         n_objects = int(rng.integers(max(2, n_events), 4))
         pairs = [(c, s) for c in COLOURS for s in SHAPES]
         chosen = rng.choice(len(pairs), size=n_objects, replace=False)
@@ -375,6 +376,8 @@ class SyntheticConfig:
     seed: int = 0
     num_static_options: int = 4
     codec: str | None = None
+    max_events: int = 3  # events per scene: 2 to this
+    move_fraction: float = 0.375  # a move's length, as a fraction of the frame
 
 
 def _rows_for(video_id: str, twin_id: str, scene: Scene, pair: int, direction: str,
@@ -406,7 +409,8 @@ def _rows_for(video_id: str, twin_id: str, scene: Scene, pair: int, direction: s
 def generate_scenes(cfg: SyntheticConfig) -> list[Scene]:
     """The forward scenes, one per pair (train, then test, then val), a pure function of cfg.seed."""
     rng = np.random.default_rng(cfg.seed)
-    return [sample_scene(rng, num_frames=cfg.num_frames, size=cfg.size)
+    return [sample_scene(rng, num_frames=cfg.num_frames, size=cfg.size, max_events=cfg.max_events,
+                         move_distance=cfg.move_fraction * cfg.size)
             for _ in range(cfg.num_train_pairs + cfg.num_test_pairs + cfg.num_val_pairs)]
 
 
