@@ -9,7 +9,8 @@ import vl_adapters as vla
 from vl_adapters.adapters.finsta import FinstaConfig
 from vl_adapters.core.config import fit_heads
 
-TINY = vla.BackboneDims(embed_dim=64, vision_width=64, text_width=64, grid=(4, 4), context_length=32, image_size=32)
+TINY = vla.BackboneDims(embed_dim=64, vision_width=64, text_width=64, grid=(4, 4), context_length=32, image_size=32,
+                        text_layers=2)
 VIT_B = vla.BackboneDims(embed_dim=512, vision_width=768, text_width=512, grid=(7, 7), context_length=77,
                          image_size=224)
 
@@ -17,7 +18,7 @@ VIT_B = vla.BackboneDims(embed_dim=512, vision_width=768, text_width=512, grid=(
 RESOLVED = {
     "finsta": {"dim": (64, 256), "heads": (2, 4)},
     "fine_grained_alignment": {"dim": (64, 256)},
-    "trajectory_word": {"width": (64, 512), "heads": (1, 8)},
+    "trajectory_word": {"width": (64, 512), "heads": (1, 8), "depth": (1, 2)},
     "tem_temporal_aligner": {"heads": (2, 8)},
     "tem_semantic_aligner": {"width": (64, 128), "heads": (2, 4)},
     "temporal_transformer": {"heads": (2, 8)},
@@ -34,7 +35,8 @@ def built_shapes(name: str, adapter) -> dict:
     if name == "fine_grained_alignment":
         return {"dim": adapter.patch_proj.out_features}
     if name == "trajectory_word":
-        return {"width": adapter.encoder.words_in[1].out_features, "heads": adapter.encoder.layers[0].w2p_qkv.heads}
+        return {"width": adapter.encoder.words_in[1].out_features, "heads": adapter.encoder.layers[0].w2p_qkv.heads,
+                "depth": len(adapter.encoder.layers)}
     if name == "tem_temporal_aligner":
         return {"heads": adapter.aligner.encoder.layers[0].self_attn.num_heads}
     if name == "tem_semantic_aligner":
@@ -120,3 +122,13 @@ def test_a_saved_file_with_explicit_widths_loads_with_them(tmp_path, tiny_backbo
     assert finsta.word_proj.out_features == 256 and finsta.tsg_encoder.layers[0].heads == 4
     assert semantic.aligner.text_proj[1].out_features == 256 and semantic.aligner.layers[0].self_attn.heads == 8
     assert trajectory.encoder.layers[0].w2p_qkv.heads == 8
+
+
+def test_trajectory_word_depth_follows_the_text_tower_and_an_explicit_depth_wins():
+    tiny = vla.load_backbone("tiny:synthetic")
+    assert tiny.dims.text_layers == 2
+    assert vla.build_adapter("trajectory_word", tiny.dims).config.depth == 1
+    assert vla.build_adapter({"type": "trajectory_word", "depth": 2}, tiny.dims).config.depth == 2
+    # the frame selector's layers are checked against the resolved depth
+    with pytest.raises(vla.ConfigError, match="select_before"):
+        vla.build_adapter({"type": "trajectory_word", "frame_selector": True}, tiny.dims)

@@ -125,3 +125,14 @@ def test_decoded_twins_show_exactly_the_same_frames(tmp_path):
         forward, backward = (read_video(out / "videos" / f"s4_{pair:05d}_{d}.mp4", lambda n: list(range(n)), size=None,
                                         reader="pyav").frames for d in ("fwd", "bwd"))
         assert forward.shape[0] == 8 and torch.equal(forward, backward.flip(0))
+
+
+def test_event_count_and_move_length_follow_the_config():
+    cfg = syn.SyntheticConfig(num_train_pairs=40, num_test_pairs=0, seed=5, max_events=2, move_fraction=0.5)
+    scenes = syn.generate_scenes(cfg)
+    assert {len(s.events) for s in scenes} == {2}
+    moves = [e.distance for s in scenes for e in s.events if e.kind == "move"]
+    assert moves and set(moves) == {0.5 * cfg.size}
+    default = syn.generate_scenes(syn.SyntheticConfig(num_train_pairs=40, num_test_pairs=0, seed=5))
+    assert {len(s.events) for s in default} == {2, 3}
+    assert {e.distance for s in default for e in s.events if e.kind == "move"} == {0.375 * cfg.size}

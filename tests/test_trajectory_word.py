@@ -132,7 +132,8 @@ def test_identity_at_init_through_the_wrapper(tiny_backbone, frames, texts):
     assert torch.equal(top2.argsort(1), zero_shot.argsort(1))
 
 
-@pytest.mark.parametrize("config", [{}, {"tie_weights": False}, {"frame_selector": True, "select_before": [0, 1]}])
+@pytest.mark.parametrize("config", [{}, {"depth": 2}, {"tie_weights": False, "depth": 2},
+                                    {"frame_selector": True, "select_before": [0, 1], "depth": 2}])
 def test_gradient_reaches_every_trainable_parameter(tiny_backbone, frames, texts, config):
     video_frames, mask = frames
     torch.manual_seed(0)

@@ -25,6 +25,7 @@ class HFClipBackbone(Backbone):
             grid=(side, side),
             context_length=int(text.max_position_embeddings),
             image_size=int(vision.image_size),
+            text_layers=int(text.num_hidden_layers),
         )
         super().__init__(spec=spec, model=model, dims=dims, mean=mean, std=std,
                          logit_scale=float(model.logit_scale.detach().exp()), **kwargs)

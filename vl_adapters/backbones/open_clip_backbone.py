@@ -29,6 +29,7 @@ class OpenClipBackbone(Backbone):
             grid=(int(grid[0]), int(grid[1])),
             context_length=int(model.context_length),
             image_size=int(visual.image_size[0] if isinstance(visual.image_size, tuple) else visual.image_size),
+            text_layers=len(model.transformer.resblocks),
         )
         mean = getattr(visual, "image_mean", None) or _OPENAI_MEAN
         std = getattr(visual, "image_std", None) or _OPENAI_STD

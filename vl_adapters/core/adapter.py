@@ -27,6 +27,7 @@ class BackboneDims:
     grid: tuple[int, int]
     context_length: int
     image_size: int
+    text_layers: int = 12  # the text tower's depth (methods that take part of a text encoder scale with it)
 
 
 @dataclass
