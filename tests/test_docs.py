@@ -24,12 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = sorted({ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("docs/*/*.md"),
                *ROOT.glob("benchmarks/results/**/*.md")})
 
-# Offences in the bench's docs that the bench's owner is fixing: (doc, the offending text). This list is
-# meant to be emptied; it may only name docs/benchmark.md, benchmarks/results/** and README.md's bench
-# paragraph, and an entry that no longer matches an offence fails the test so that it is removed.
-BENCH_DOCS_PENDING: set[tuple[str, str]] = {
-    ("benchmarks/results/perf-gpu/README.md", "PERFORMANCE.md: no such document"),
-}
 
 TOP_LEVEL = {p.name for p in ROOT.iterdir() if not p.name.startswith(".")} | {".ci"}
 PATH_TOKEN = re.compile(r"(?<![\w./<-])((?:\.ci|vl_adapters|docs|tests|benchmarks|examples)/[\w./*-]*[\w/*])")
@@ -162,18 +156,11 @@ def _import_problem(dotted: str) -> str | None:
 
 def test_every_path_command_flag_and_name_in_the_docs_exists():
     commands, top = _parser_options()
-    seen, pending_hit = [], set()
+    seen = []
     for doc in DOCS:
         name = str(doc.relative_to(ROOT))
-        for number, what in offences(doc, commands, top):
-            key = next((k for k in BENCH_DOCS_PENDING if k[0] == name and k[1] in what), None)
-            if key is not None:
-                pending_hit.add(key)
-                continue
-            seen.append(f"{name}:{number}: {what}")
+        seen += [f"{name}:{number}: {what}" for number, what in offences(doc, commands, top)]
     assert not seen, "docs name things that do not exist:\n" + "\n".join(seen)
-    stale = BENCH_DOCS_PENDING - pending_hit
-    assert not stale, f"BENCH_DOCS_PENDING entries that match no offence any more (remove them): {sorted(stale)}"
 
 
 @pytest.mark.parametrize("line, expected", [
