@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
@@ -27,6 +25,7 @@ MARGIN, DROP = 20.0, 15.0
 
 def setting(out: Path, frames: int, epochs: int, data_seed: int) -> dict:
     from vl_adapters.bench.presets import PRESETS, synthetic_config
+    from vl_adapters.bench.run import run_bench
     from vl_adapters.data.synthetic import generate
 
     spec = {**PRESETS["default"]["data"], "seed": data_seed, "num_frames": frames}
@@ -43,8 +42,7 @@ def setting(out: Path, frames: int, epochs: int, data_seed: int) -> dict:
     run = out / f"frames{frames}-epochs{epochs}"
     path = out / f"frames{frames}-epochs{epochs}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    subprocess.run([sys.executable, "-m", "vl_adapters.cli", "bench", "--config", str(path), "--out", str(run),
-                    "--cache", str(out / f"cache-frames{frames}"), "--yes"], check=True, stdout=subprocess.DEVNULL)
+    run_bench(run, config=path, changes={"cache": str(out / f"cache-frames{frames}")}, yes=True, log=lambda *_: None)
     rows = json.loads((run / "results.json").read_text())["rows"]
     return {row["name"]: {key: sum(r["metrics"][key] for r in row["runs"]) / len(row["runs"])
                           for key in row["runs"][0]["metrics"]} for row in rows}
