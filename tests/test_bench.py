@@ -403,3 +403,20 @@ def test_perf_suite_writes_a_table_and_json(tmp_path):
         assert row["cached_step_ms"] > 0 and row["uncached_step_ms"] > 0 and row["cached_peak_mem_mb"] > 0
     assert json.loads((tmp_path / "perf.json").read_text())["rows"] == result["rows"]
     assert "| temporal_transformer |" in (tmp_path / "perf.md").read_text()
+
+
+def test_the_headline_says_when_the_control_is_another_row_than_the_best_on_test():
+    from vl_adapters.bench.grid import MEAN, SHUFFLED_SUFFIX
+    from vl_adapters.bench.report import headline
+
+    key = "multiple_choice/accuracy/temporal"
+
+    def row(name, accuracy, control=False):
+        return {"name": name, "control": control, "runs": [{"metrics": {key: accuracy}}]}
+
+    rows = [row(MEAN, 22.0, True), row("a", 40.0), row("b", 30.0)]
+    other = headline({"rows": rows + [row("b" + SHUFFLED_SUFFIX, 21.0, True)]})
+    assert "best row on temporal multiple choice is a " in other
+    assert "Trained on shuffled frames, b (the shuffled-training control's row: the best on validation)" in other
+    same = headline({"rows": rows + [row("a" + SHUFFLED_SUFFIX, 21.0, True)]})
+    assert "Trained on shuffled frames, a reaches 21.0%." in same

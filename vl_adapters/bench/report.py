@@ -170,8 +170,9 @@ def headline(summary: dict) -> str:
             f"{cell(values(best, drop))} points.")
     control = next((r for r in summary["rows"] if r["name"].endswith(SHUFFLED_SUFFIX)), None)
     if control is not None:
-        text += (f" Trained on shuffled frames, {control['name'].removesuffix(SHUFFLED_SUFFIX)} reaches "
-                 f"{cell(values(control, key))}%.")
+        name = control["name"].removesuffix(SHUFFLED_SUFFIX)
+        chosen = "" if name == best["name"] else " (the shuffled-training control's row: the best on validation)"
+        text += f" Trained on shuffled frames, {name}{chosen} reaches {cell(values(control, key))}%."
     if SINGLE_FRAME in rows:
         static = "multiple_choice/accuracy/static"
         text += (f" On static multiple choice, the middle frame alone gives {cell(values(rows[SINGLE_FRAME], static))}% "
