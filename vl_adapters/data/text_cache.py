@@ -126,7 +126,8 @@ class _Segment:
         position = np.arange(int(length.max()))
         mask = position[None, :] < length[:, None]
         index = np.where(mask, start[:, None] + position[None, :], 0)
-        states = self.token_states[index.ravel()].reshape(*index.shape, -1) * mask[..., None]
+        states = self.token_states[index.ravel()].reshape(*index.shape, -1)
+        states[~mask] = 0  # assigned, not multiplied: numpy's float16 arithmetic is emulated (4.6 ms against 0.13)
         ids = np.where(mask, self.input_ids[index], 0).astype(np.int64)
         return np.asarray(self.text_emb[rows]), states, ids, mask
 
