@@ -86,7 +86,9 @@ class FeatureCache:
         self.bad_videos: dict[str, str] = self.index.get("bad_videos", {})
         self.grid = tuple(self.index["grid"])
         self.frame_emb = np.load(self.directory / "frame_emb.npy", mmap_mode="r")
-        self.frame_mask = np.load(self.directory / "frame_mask.npy", mmap_mode="r")
+        # in memory (a byte per frame): a training loader reads one row per item, and a memmap's per-item
+        # indexing is most of a cached batch's collate time
+        self.frame_mask = np.load(self.directory / "frame_mask.npy")
         patches = self.directory / "patch_tokens.npy"
         self.patch_tokens = np.load(patches, mmap_mode="r") if patches.exists() else None
 
