@@ -144,7 +144,7 @@ def test_charts_keep_the_legend_off_the_bars_and_give_every_row_its_own_line(tmp
     assert len(styles) == 25 and len(set(styles)) == 25
 
 
-def test_grid_order_is_seed_by_seed_and_cheapest_first():
+def test_grid_order_is_seed_by_seed_cheapest_first_and_the_last_seed_dearest_first():
     from vl_adapters.bench.config import BenchSettings
 
     grid = run.Grid.__new__(run.Grid)
@@ -153,7 +153,7 @@ def test_grid_order_is_seed_by_seed_and_cheapest_first():
     todo = [jobs.Job(i, row, "retrieval", seed) for seed in (1, 0) for i, row in enumerate((heavy, light))]
     costs = {job: 100.0 if job.row is heavy else 1.0 for job in todo}
     assert [(j.seed, j.row.name) for j in grid.order(todo, costs)] == [
-        (0, "light"), (0, "heavy"), (1, "light"), (1, "heavy")]
+        (0, "light"), (0, "heavy"), (1, "heavy"), (1, "light")]
 
 
 def test_a_long_grid_is_not_started_without_asking(monkeypatch):

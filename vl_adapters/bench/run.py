@@ -266,8 +266,16 @@ class Grid:
 
     def order(self, jobs: list[Job], costs: dict[Job, float]) -> list[Job]:
         """Seed by seed, cheapest first: a stop keeps whole seeds of the cheap rows, and every row's first
-        seed comes before any row's second."""
-        return sorted(jobs, key=lambda j: (self.settings.seeds.index(j.seed), costs.get(j, 0.0), j.row_index, j.task))
+        seed comes before any row's second. The last seed goes dearest first, so the workers finish
+        together instead of one running the dearest job alone (the shuffled-training control waits for
+        every job)."""
+        last = max((self.settings.seeds.index(j.seed) for j in jobs), default=0)
+
+        def key(job: Job):
+            seed, cost = self.settings.seeds.index(job.seed), costs.get(job, 0.0)
+            return seed, -cost if seed == last else cost, job.row_index, job.task
+
+        return sorted(jobs, key=key)
 
     def run(self, todo: list[Job], jobs: list[Job], costs: dict[Job, float], log) -> tuple[dict, list[str]]:
         from tqdm.auto import tqdm
