@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import re
 
 import pytest
@@ -375,6 +376,21 @@ def test_estimate_times_every_row_and_task_and_runs_no_job(tmp_path, capsys):
         assert re.search(rf"\[bench\]   {re.escape(name)}: retrieval [\d.]+ s, multiple_choice [\d.]+ s per step", printed)
     assert re.search(r"estimate: about \d+ s for 14 jobs on 1 worker", printed)  # zero-shot once, 3 rows x 2 x 2
     assert not list((out / "jobs").rglob("result.json")) and not (out / "results.json").exists()
+
+
+def test_two_workers_time_the_probes_side_by_side(tmp_path, monkeypatch):
+    """With workers > 1 the probes run in forked processes (as the jobs will): every (row, task) is timed
+    and the main process keeps its thread count."""
+    from vl_adapters.bench import estimate
+
+    probes = {("a", "retrieval"): {"n": 1}, ("b", "retrieval"): {"n": 2}, ("c", "multiple_choice"): {"n": 3}}
+    monkeypatch.setattr(estimate, "seconds_per_step",
+                        lambda config, backbone: config["n"] / 10 + 1000 * (os.getpid() != backbone))
+    threads = torch.get_num_threads()
+    timed = estimate.measure(probes, os.getpid(), lambda *_: None, workers=2)
+    assert {key: round(value - 1000, 6) for key, value in timed.items()} == {
+        ("a", "retrieval"): 0.1, ("b", "retrieval"): 0.2, ("c", "multiple_choice"): 0.3}  # in other processes
+    assert torch.get_num_threads() == threads and estimate._PROBE == {}
 
 
 @pytest.mark.slow

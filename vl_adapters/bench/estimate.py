@@ -69,13 +69,32 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def measure(probes: dict, backbone, log=print) -> dict:
+def measure(probes: dict, backbone, log=print, *, workers: int = 1) -> dict:
     """probe key -> seconds per step, for each (row, task) -> training config to time; timed at one
-    thread, as the workers run."""
+    thread, as the workers run. workers > 1 (CPU jobs): that many forked processes time the probes side
+    by side, as the jobs will run (two jobs on two cores each run slower than one alone)."""
+    log(f"[bench] timing {PROBE_STEPS} training steps of each row and task to estimate the run ...")
+    import multiprocessing as mp
+
+    items = list(probes.items())
+    if workers > 1 and len(items) > 1 and "fork" in mp.get_all_start_methods():
+        _PROBE["backbone"] = backbone  # inherited by the forked workers, as the jobs' backbone is
+        try:
+            with mp.get_context("fork").Pool(min(workers, len(items)), initializer=torch.set_num_threads,
+                                             initargs=(1,)) as pool:
+                return dict(zip(probes, pool.map(_probe, [config for _, config in items], chunksize=1), strict=True))
+        finally:
+            _PROBE.clear()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        log(f"[bench] timing {PROBE_STEPS} training steps of each row and task to estimate the run ...")
-        return {key: seconds_per_step(config, backbone) for key, config in probes.items()}
+        return {key: seconds_per_step(config, backbone) for key, config in items}
     finally:
         torch.set_num_threads(threads)
+
+
+_PROBE: dict = {}
+
+
+def _probe(config: dict) -> float:
+    return seconds_per_step(config, _PROBE["backbone"])

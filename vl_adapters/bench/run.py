@@ -236,7 +236,7 @@ class Grid:
         for job in jobs:
             if job.row.train and (job.row.name, job.task) not in probes:
                 probes[(job.row.name, job.task)] = self.specs[job]["config"]
-        per_step = measure(probes, backbone, log)
+        per_step = measure(probes, backbone, log, workers=self.parallel if self.device.type == "cpu" else 1)
         sizes = {}
         for task, config in self.configs.items():
             from vl_adapters.train.config import TrainConfig
