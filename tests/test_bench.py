@@ -16,6 +16,7 @@ import torch
 import vl_adapters as vla
 from vl_adapters.bench import evaluate as bench_evaluate
 from vl_adapters.bench import frozen, jobs, launch, run, twins
+from vl_adapters.bench import report as report_module
 from vl_adapters.bench.estimate import makespan
 from vl_adapters.bench.grid import (
     MEAN,
@@ -289,6 +290,10 @@ def test_a_grid_on_real_videos_has_every_row_and_seed_and_its_cache_once(own_gri
         assert (out / name).exists(), name
     report = (out / "results.md").read_text()
     assert "## Cost" in report and "CPU-hours" in report and "QB-Norm" in report
+    assert "its beta is chosen on the validation split" in report
+    data["meta"]["validation"] = False  # the sentence follows the run: without a validation split, the default
+    without = report_module.markdown(data, json.loads((out / "timing.json").read_text()))
+    assert "its beta is the default 20" in without and "chosen on the validation split" not in without
     job = out / "jobs" / "temporal_transformer" / "retrieval" / "seed1"
     assert (job / "config.yaml").exists() and (job / "metrics.jsonl").exists()
     zero = next(r for r in data["rows"] if r["name"] == ZERO_SHOT)["runs"][0]["metrics"]

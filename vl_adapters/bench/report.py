@@ -78,7 +78,7 @@ def summarise(rows, results: dict, settings, configs: dict, grid, notes: list[st
     first = configs[tasks[0]]
     meta = {"backbone": first["model"]["backbone"], "pretrained": first["model"]["pretrained"],
             "dataset": first["data"]["dataset"], "tasks": tasks, "seeds": list(settings.seeds),
-            "test_split": settings.test_split, "control_metric": grid.control_metric,
+            "test_split": settings.test_split, "validation": grid.validation, "control_metric": grid.control_metric,
             "config": {task: {k: v for k, v in c.items() if k not in hidden} for task, c in configs.items()},
             "report": list(settings.report), "notes": notes, "synthetic": synthetic,
             "environment": environment(str(grid.device))}
@@ -203,7 +203,8 @@ def markdown(summary: dict, timing: dict) -> str:
     if table:
         lines += ["## Inference normalisation (retrieval t2v R@1: raw beside DSL and QB-Norm)", "",
                   "DSL reads every test query at once (transductive). QB-Norm's querybank is training captions; "
-                  "its beta is chosen on the validation split.", "", table, ""]
+                  + ("its beta is chosen on the validation split." if meta.get("validation", True) else
+                     "its beta is the default 20 (the data has no validation split to choose it on)."), "", table, ""]
     if meta["notes"]:
         lines += ["## Notes", "", *[f"- {n}" for n in meta["notes"]], ""]
     env = meta["environment"]
