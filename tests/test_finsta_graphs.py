@@ -220,6 +220,40 @@ def test_holistic_cross_edges_link_each_object_to_its_best_slot_in_the_paired_vi
     assert ablated.cross_edge_index.shape[1] == 0 and ablated.edge_index.shape[1] == 0
 
 
+def test_holistic_cross_similarities_match_the_per_object_reference():
+    """build_holistic scores every caption object against every slot at once; each cross edge must carry the
+    cosine (and gradient) of its own object and its pair's video, as the per-copy einsum gives them."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(7)
+    b, t, k, d = 3, 4, 5, 8
+    text_graph = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+    objects = torch.tensor([True, False, True, True, False, False, True, True])
+    object_key = torch.randn(8, d, generator=g, requires_grad=True)
+    slot_key = torch.randn(b, t, k, d, generator=g, requires_grad=True)
+    frame_mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 1, 1]], dtype=torch.bool)
+    pairs = torch.tensor([[0, 0], [1, 1], [2, 2], [0, 2], [2, 1], [1, 0]])
+    none = torch.zeros(2, 0, dtype=torch.long)
+    graph = build_holistic(torch.randn(8, d, generator=g), text_graph, none, torch.zeros(0, d), objects,
+                           torch.randn(b, t, k, d, generator=g), none, torch.zeros(0, d), frame_mask, object_key,
+                           slot_key, pairs, 0.5, num_texts=3)
+    tnodes = graph.node_source[: graph.num_text_nodes]
+    rows = objects[tnodes].nonzero(as_tuple=True)[0]
+    pair = graph.text_pair[rows]
+    sims = torch.einsum("od,otkd->otk", F.normalize(object_key, dim=-1)[tnodes[rows]],
+                        F.normalize(slot_key, dim=-1)[pairs[pair, 1]])
+    best, slot = sims.max(-1)
+    obj, frame = (frame_mask[pairs[pair, 1]] & (best > 0.5)).nonzero(as_tuple=True)
+    slot_node = graph.num_text_nodes + pair[obj] * t * k + frame * k + slot[obj, frame]
+    assert 0 < obj.shape[0] < frame_mask[pairs[pair, 1]].sum()  # the threshold drops some, keeps others
+    assert torch.equal(graph.cross_edge_index, torch.stack([rows[obj], slot_node]))
+    torch.testing.assert_close(graph.cross_similarity, best[obj, frame])
+    probe = torch.randn(obj.shape[0], generator=g)
+    grads = torch.autograd.grad((graph.cross_similarity * probe).sum(), [object_key, slot_key])
+    for a, r in zip(grads, torch.autograd.grad((best[obj, frame] * probe).sum(), [object_key, slot_key]), strict=True):
+        torch.testing.assert_close(a, r)
+
+
 @pytest.mark.parametrize("tracked", [True, False])
 def test_dsg_edge_features_match_a_per_edge_reference(tracked):
     """build_graph computes the cosines once per frame's slot pairs; each edge must read its own pair's."""
