@@ -57,10 +57,20 @@ def to_networkx(parsed: ParsedCaption) -> nx.DiGraph:
     return graph
 
 
-def to_data(graph: nx.DiGraph, word_id) -> Data:
-    """networkx -> torch-geometric Data: word [n] (word_id(str) -> int), node_type [n], edge_index [2, 2e]
-    with both directions, edge_type [2e] (reverse edges typed index + len(EDGE_TYPES)), time [n] (event
-    rank of a predicate, -1 elsewhere)."""
+class TextGraph(NamedTuple):
+    """One caption's TSG (to_tensors), held as plain tensors so that a batch is a few concatenations."""
+
+    word: Tensor
+    node_type: Tensor
+    time: Tensor
+    edge_index: Tensor
+    edge_type: Tensor
+
+
+def to_tensors(graph: nx.DiGraph, word_id) -> TextGraph:
+    """networkx -> TextGraph: word [n] (word_id(str) -> int), node_type [n], time [n] (event rank of a
+    predicate, -1 elsewhere), edge_index [2, 2e] with both directions, edge_type [2e] (reverse edges typed
+    index + len(EDGE_TYPES))."""
     nodes = sorted(graph.nodes)
     word = torch.tensor([word_id(graph.nodes[n]["word"]) for n in nodes], dtype=torch.long)
     node_type = torch.tensor([NODE_TYPES.index(graph.nodes[n]["kind"]) for n in nodes], dtype=torch.long)
@@ -74,18 +84,13 @@ def to_data(graph: nx.DiGraph, word_id) -> Data:
         edge_type = torch.cat([kind, kind + len(EDGE_TYPES)])
     else:
         edge_index, edge_type = torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
-    return Data(word=word, node_type=node_type, time=time, edge_index=edge_index, edge_type=edge_type,
-                num_nodes=len(nodes))
+    return TextGraph(word, node_type, time, edge_index, edge_type)
 
 
-class TextGraph(NamedTuple):
-    """One caption's TSG as to_data makes it, held as plain tensors so that a batch is a few concatenations."""
-
-    word: Tensor
-    node_type: Tensor
-    time: Tensor
-    edge_index: Tensor
-    edge_type: Tensor
+def to_data(graph: nx.DiGraph, word_id) -> Data:
+    """The same graph as a torch-geometric Data (fields as in to_tensors)."""
+    tensors = to_tensors(graph, word_id)
+    return Data(**tensors._asdict(), num_nodes=tensors.word.shape[0])
 
 
 @dataclass
@@ -141,8 +146,7 @@ class TextGraphBuilder:
         return self._ids[word]
 
     def _build(self, text: str) -> TextGraph:
-        data = to_data(to_networkx(self.parser(text)), self.word_id)
-        return TextGraph(*(data[f] for f in TextGraph._fields))
+        return to_tensors(to_networkx(self.parser(text)), self.word_id)
 
     def __call__(self, texts: list[str]) -> TextGraphBatch:
         if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
