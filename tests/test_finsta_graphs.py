@@ -43,13 +43,28 @@ def test_graph_nodes_edges_and_cache():
 
 
 def test_collate_matches_torch_geometric_batching():
-    from torch_geometric.data import Batch
+    from torch_geometric.data import Batch, Data
 
     builder = TextGraphBuilder("rule")
     texts = ["the green triangle turns yellow after the red square disappears", "a red circle moves left",
              "circle", "first a blue square appears, then it moves up", "a red circle moves left"]
     batch = builder(texts)
-    reference = Batch.from_data_list([to_data(to_networkx(builder.parse(t)), builder.word_id) for t in texts])
+    def reference_data(text):  # one caption's Data, written out per node and edge
+        graph = to_networkx(builder.parse(text))
+        nodes = [graph.nodes[n] for n in sorted(graph.nodes)]
+        edges = list(graph.edges(data="kind"))
+        src, dst = [u for u, _, _ in edges], [v for _, v, _ in edges]
+        kind = [EDGE_TYPES.index(k) for _, _, k in edges]
+        return Data(word=torch.tensor([builder.word_id(n["word"]) for n in nodes]),
+                    node_type=torch.tensor([NODE_TYPES.index(n["kind"]) for n in nodes]),
+                    time=torch.tensor([n.get("time", -1) for n in nodes]),
+                    edge_index=torch.tensor([src + dst, dst + src], dtype=torch.long).view(2, -1),
+                    edge_type=torch.tensor(kind + [k + len(EDGE_TYPES) for k in kind], dtype=torch.long),
+                    num_nodes=len(nodes))
+
+    reference = Batch.from_data_list([reference_data(t) for t in texts])
+    assert torch.equal(to_data(to_networkx(builder.parse(texts[0])), builder.word_id).edge_index,
+                       reference_data(texts[0]).edge_index)
     assert batch.num_graphs == reference.num_graphs == len(texts) and batch.num_nodes == reference.num_nodes
     for field in ("word", "node_type", "time", "edge_index", "edge_type", "batch"):
         assert torch.equal(getattr(batch, field), getattr(reference, field)), field

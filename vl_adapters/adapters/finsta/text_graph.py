@@ -71,19 +71,16 @@ def to_tensors(graph: nx.DiGraph, word_id) -> TextGraph:
     """networkx -> TextGraph: word [n] (word_id(str) -> int), node_type [n], time [n] (event rank of a
     predicate, -1 elsewhere), edge_index [2, 2e] with both directions, edge_type [2e] (reverse edges typed
     index + len(EDGE_TYPES))."""
-    nodes = sorted(graph.nodes)
-    word = torch.tensor([word_id(graph.nodes[n]["word"]) for n in nodes], dtype=torch.long)
-    node_type = torch.tensor([NODE_TYPES.index(graph.nodes[n]["kind"]) for n in nodes], dtype=torch.long)
-    time = torch.tensor([graph.nodes[n].get("time", -1) for n in nodes], dtype=torch.long)
+    # two tensor constructions from Python lists: a caption's graph is a few nodes, so per-call overhead is
+    # what a new caption costs (every caption is new in a run's first epoch)
+    nodes = [graph.nodes[n] for n in sorted(graph.nodes)]
+    word, node_type, time = torch.tensor([[word_id(n["word"]) for n in nodes], [NODE_TYPES.index(n["kind"]) for n in nodes],
+                                          [n.get("time", -1) for n in nodes]], dtype=torch.long)
     edges = list(graph.edges(data="kind"))
-    if edges:
-        src = torch.tensor([u for u, _, _ in edges], dtype=torch.long)
-        dst = torch.tensor([v for _, v, _ in edges], dtype=torch.long)
-        kind = torch.tensor([EDGE_TYPES.index(k) for _, _, k in edges], dtype=torch.long)
-        edge_index = torch.cat([torch.stack([src, dst]), torch.stack([dst, src])], dim=1)
-        edge_type = torch.cat([kind, kind + len(EDGE_TYPES)])
-    else:
-        edge_index, edge_type = torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    src, dst = [u for u, _, _ in edges], [v for _, v, _ in edges]
+    kind = [EDGE_TYPES.index(k) for _, _, k in edges]
+    both = torch.tensor([src + dst, dst + src, kind + [k + len(EDGE_TYPES) for k in kind]], dtype=torch.long)
+    edge_index, edge_type = both[:2], both[2]
     return TextGraph(word, node_type, time, edge_index, edge_type)
 
 
