@@ -10,7 +10,7 @@ pytest.importorskip("torch_geometric")
 import vl_adapters as vla  # noqa: E402
 from vl_adapters.adapters.finsta.holistic import build_holistic, subgraphs  # noqa: E402
 from vl_adapters.adapters.finsta.parser import RuleBasedParser, get_parser  # noqa: E402
-from vl_adapters.adapters.finsta.text_graph import EDGE_TYPES, NODE_TYPES, TextGraphBuilder, to_networkx  # noqa: E402
+from vl_adapters.adapters.finsta.text_graph import EDGE_TYPES, NODE_TYPES, TextGraphBuilder, to_data, to_networkx  # noqa: E402
 from vl_adapters.adapters.finsta.video_graph import dsg_from_detections, dsg_from_patches  # noqa: E402
 from vl_adapters.data.synthetic import ShapeObject, render_objects  # noqa: E402
 
@@ -40,6 +40,35 @@ def test_graph_nodes_edges_and_cache():
         builder("not a list")
     with pytest.raises(ValueError, match="parser must be"):
         get_parser("nltk")
+
+
+def test_collate_matches_torch_geometric_batching():
+    from torch_geometric.data import Batch, Data
+
+    builder = TextGraphBuilder("rule")
+    texts = ["the green triangle turns yellow after the red square disappears", "a red circle moves left",
+             "circle", "first a blue square appears, then it moves up", "a red circle moves left"]
+    batch = builder(texts)
+    def reference_data(text):  # one caption's Data, written out per node and edge
+        graph = to_networkx(builder.parse(text))
+        nodes = [graph.nodes[n] for n in sorted(graph.nodes)]
+        edges = list(graph.edges(data="kind"))
+        src, dst = [u for u, _, _ in edges], [v for _, v, _ in edges]
+        kind = [EDGE_TYPES.index(k) for _, _, k in edges]
+        return Data(word=torch.tensor([builder.word_id(n["word"]) for n in nodes]),
+                    node_type=torch.tensor([NODE_TYPES.index(n["kind"]) for n in nodes]),
+                    time=torch.tensor([n.get("time", -1) for n in nodes]),
+                    edge_index=torch.tensor([src + dst, dst + src], dtype=torch.long).view(2, -1),
+                    edge_type=torch.tensor(kind + [k + len(EDGE_TYPES) for k in kind], dtype=torch.long),
+                    num_nodes=len(nodes))
+
+    reference = Batch.from_data_list([reference_data(t) for t in texts])
+    assert torch.equal(to_data(to_networkx(builder.parse(texts[0])), builder.word_id).edge_index,
+                       reference_data(texts[0]).edge_index)
+    assert batch.num_graphs == reference.num_graphs == len(texts) and batch.num_nodes == reference.num_nodes
+    for field in ("word", "node_type", "time", "edge_index", "edge_type", "batch"):
+        assert torch.equal(getattr(batch, field), getattr(reference, field)), field
+    assert batch.edge_index[:, batch.batch[batch.edge_index[0]] == 3].min() > 0  # offsets applied
 
 
 def test_same_words_in_other_roles_make_another_graph():
@@ -204,3 +233,97 @@ def test_holistic_cross_edges_link_each_object_to_its_best_slot_in_the_paired_vi
     ablated = build_holistic(text_nodes, text_graph, none, torch.zeros(0, d), objects, video, none, torch.zeros(0, d),
                              frame_mask, text_nodes, video, torch.tensor([[0, 0], [1, 1]]), 2.0, num_texts=2)
     assert ablated.cross_edge_index.shape[1] == 0 and ablated.edge_index.shape[1] == 0
+
+
+def test_holistic_cross_similarities_match_the_per_object_reference():
+    """build_holistic scores every caption object against every slot at once; each cross edge must carry the
+    cosine (and gradient) of its own object and its pair's video, as the per-copy einsum gives them."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(7)
+    b, t, k, d = 3, 4, 5, 8
+    text_graph = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+    objects = torch.tensor([True, False, True, True, False, False, True, True])
+    object_key = torch.randn(8, d, generator=g, requires_grad=True)
+    slot_key = torch.randn(b, t, k, d, generator=g, requires_grad=True)
+    frame_mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 1, 1]], dtype=torch.bool)
+    pairs = torch.tensor([[0, 0], [1, 1], [2, 2], [0, 2], [2, 1], [1, 0]])
+    none = torch.zeros(2, 0, dtype=torch.long)
+    graph = build_holistic(torch.randn(8, d, generator=g), text_graph, none, torch.zeros(0, d), objects,
+                           torch.randn(b, t, k, d, generator=g), none, torch.zeros(0, d), frame_mask, object_key,
+                           slot_key, pairs, 0.5, num_texts=3)
+    tnodes = graph.node_source[: graph.num_text_nodes]
+    rows = objects[tnodes].nonzero(as_tuple=True)[0]
+    pair = graph.text_pair[rows]
+    sims = torch.einsum("od,otkd->otk", F.normalize(object_key, dim=-1)[tnodes[rows]],
+                        F.normalize(slot_key, dim=-1)[pairs[pair, 1]])
+    best, slot = sims.max(-1)
+    obj, frame = (frame_mask[pairs[pair, 1]] & (best > 0.5)).nonzero(as_tuple=True)
+    slot_node = graph.num_text_nodes + pair[obj] * t * k + frame * k + slot[obj, frame]
+    assert 0 < obj.shape[0] < frame_mask[pairs[pair, 1]].sum()  # the threshold drops some, keeps others
+    assert torch.equal(graph.cross_edge_index, torch.stack([rows[obj], slot_node]))
+    torch.testing.assert_close(graph.cross_similarity, best[obj, frame])
+    probe = torch.randn(obj.shape[0], generator=g)
+    grads = torch.autograd.grad((graph.cross_similarity * probe).sum(), [object_key, slot_key])
+    for a, r in zip(grads, torch.autograd.grad((best[obj, frame] * probe).sum(), [object_key, slot_key]), strict=True):
+        torch.testing.assert_close(a, r)
+
+
+@pytest.mark.parametrize("tracked", [True, False])
+def test_dsg_edge_features_match_a_per_edge_reference(tracked):
+    """build_graph computes the cosines once per frame's slot pairs; each edge must read its own pair's."""
+    from vl_adapters.adapters.finsta.video_graph import build_graph
+
+    g = torch.Generator().manual_seed(3)
+    x, pos, mass = torch.randn(3, 4, 5, 16, generator=g), torch.rand(3, 4, 5, 2, generator=g), torch.rand(3, 4, 5, generator=g)
+    frame_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 1, 1]], dtype=torch.bool)
+    dsg = build_graph(x, pos, mass, frame_mask, tracked=tracked)
+    x, pos, mass = x.reshape(-1, 16), pos.reshape(-1, 2), mass.reshape(-1)
+    for index, attr, temporal in ((dsg.spatial_edge_index, dsg.spatial_edge_attr, 0.0),
+                                  (dsg.temporal_edge_index, dsg.temporal_edge_attr, 1.0)):
+        src, dst = index
+        delta = pos[dst] - pos[src]
+        reference = torch.cat([delta, delta.norm(dim=-1, keepdim=True), (mass[dst].log() - mass[src].log())[:, None],
+                               torch.nn.functional.cosine_similarity(x[src], x[dst], dim=-1)[:, None],
+                               torch.full_like(delta[:, :1], temporal)], dim=-1)
+        assert index.shape[1] > 0 and torch.allclose(attr, reference, atol=1e-6)
+
+
+def test_slot_tracking_matches_the_patches_last_reference():
+    """track_slots runs its assignment with slots before patches; the reference below is the direct form
+    (softmax over the last dim of [B,T,N,K])."""
+    import torch.nn.functional as F
+
+    from vl_adapters.adapters.finsta.video_graph import grid_coordinates, track_slots
+
+    g = torch.Generator().manual_seed(5)
+    tokens, frame_mask = torch.randn(2, 6, 9, 8, generator=g), torch.tensor([[1] * 6, [1] * 4 + [0] * 2]).bool()
+    coords = grid_coordinates((3, 3))
+    x, position, mass = track_slots(tokens, coords, frame_mask, slots=4, iters=3)
+    b, t, n, _ = tokens.shape
+    unit, k = F.normalize(tokens, dim=-1), 4
+    # the same seeds, then the assignment written patches-last
+    real = frame_mask[..., None].expand(b, t, n).reshape(b, t * n)
+    flat = unit.reshape(b, t * n, -1)
+    mean = F.normalize((flat * real[..., None]).sum(1), dim=-1)
+    seeds = [torch.einsum("bmc,bc->bm", flat, mean).masked_fill(~real, float("inf")).argmin(1)]
+    picked = lambda m: flat[torch.arange(b), m]  # noqa: E731
+    closest = (1 - torch.einsum("bmc,bc->bm", flat, picked(seeds[0]))).masked_fill(~real, float("-inf"))
+    for _ in range(k - 1):
+        seeds.append(closest.argmax(1))
+        closest = torch.minimum(closest, 1 - torch.einsum("bmc,bc->bm", flat, picked(seeds[-1])))
+    centre = torch.stack([picked(m) for m in seeds], dim=1)[:, None].expand(b, t, k, -1)
+    frames = torch.arange(t, dtype=torch.float32)
+    kernel = torch.exp(-(frames[:, None] - frames[None]).square() / 8.0) * frame_mask[:, None, :].float()
+    pos = None
+    for _ in range(3):
+        logits = torch.einsum("btnc,btkc->btnk", unit, F.normalize(centre, dim=-1)) / 0.1
+        if pos is not None:
+            logits = logits - 0.5 * (coords[None, None, :, None] - pos[:, :, None]).square().sum(-1) / 0.1
+        assign = logits.softmax(-1)
+        weight = assign / assign.sum(2, keepdim=True)
+        pos, mass_ref = torch.einsum("btnk,nd->btkd", weight, coords), assign.mean(2)
+        share = torch.einsum("bts,bsk->btsk", kernel, mass_ref)
+        centre = torch.einsum("btsk,bskc->btkc", share, torch.einsum("btnk,btnc->btkc", weight, unit)) / share.sum(2)[..., None]
+    assert torch.allclose(position, pos, atol=1e-5) and torch.allclose(mass, mass_ref, atol=1e-5)
+    assert torch.allclose(x, torch.einsum("btnk,btnc->btkc", weight, tokens), atol=1e-5)

@@ -270,3 +270,32 @@ def test_factored_holistic_encoder_matches_the_union_graph_of_copies(layers):
     reference = torch.autograd.grad(sum((h * p).sum() for h, p in zip(expected, probe, strict=True)), [text_x, video_x])
     for a, r in zip(grads, reference, strict=True):
         torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
+
+
+def test_video_student_pools_as_the_mean_of_its_slots():
+    """VideoStudent pools each frame once with the mean of its K attention rows; the reference pools K slots
+    and averages them."""
+    import math
+
+    from vl_adapters.adapters.finsta.students import VideoStudent
+    from vl_adapters.adapters.finsta.video_graph import grid_coordinates
+    from vl_adapters.adapters.tem_adapter.modules import sinusoid_positions
+    from vl_adapters.core.pooling import masked_mean
+
+    torch.manual_seed(0)
+    student = VideoStudent(vision_width=12, dim=16, slots=3, heads=2)
+    with torch.no_grad():
+        student.queries.normal_()  # away from the near-uniform attention of the 0.02 init
+    patches, mask = torch.randn(2, 5, 4, 12, requires_grad=True), torch.tensor([[1] * 5, [1] * 3 + [0] * 2]).bool()
+    feature, ordered = student(patches, (2, 2), mask)
+    tokens = student.token_proj(patches) + student.position_proj(grid_coordinates((2, 2)))
+    attn = (torch.einsum("btnd,kd->btkn", tokens, student.queries) / math.sqrt(16)).softmax(-1)
+    frame = student.frame_norm(torch.einsum("btkn,btnd->btkd", attn, tokens).mean(2))
+    ref_ordered = student.temporal(frame + sinusoid_positions(5, 16), src_key_padding_mask=~mask)
+    ref = student.mlp(torch.cat([masked_mean(frame, mask, dim=1), masked_mean(ref_ordered, mask, dim=1)], dim=-1))
+    torch.testing.assert_close(feature, ref)
+    torch.testing.assert_close(ordered, ref_ordered)
+    grads = torch.autograd.grad(feature.sum() + ordered.sum(), [patches, student.queries])
+    ref_grads = torch.autograd.grad(ref.sum() + ref_ordered.sum(), [patches, student.queries])
+    for a, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, r)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from .layers import GraphTransformer
@@ -98,8 +99,12 @@ def build_holistic(text_nodes: Tensor, text_graph: Tensor, text_edge_index: Tens
     # cross edges: each object of a pair's caption -> its best slot in every real frame of the pair's video
     rows = text_objects[tnodes].nonzero(as_tuple=True)[0]  # object nodes, as positions in the text part
     pair = text_pair[rows]
-    sims = torch.einsum("od,otkd->otk", F.normalize(object_key, dim=-1)[tnodes[rows]],
-                        F.normalize(slot_key, dim=-1)[videos[pair]])  # [O, T, K]
+    # every caption object against every slot in one matmul, then each pair's rows: cheaper than gathering a
+    # [O, T, K, d'] copy of its video's slot keys for every object copy
+    objects = text_objects.nonzero().squeeze(1)
+    object_rank = torch.cumsum(text_objects.long(), 0) - 1  # base node -> its row among the objects
+    all_sims = F.normalize(object_key[objects], dim=-1) @ rearrange(F.normalize(slot_key, dim=-1), "b t k d -> d (b t k)")
+    sims = rearrange(all_sims, "o (b t k) -> o b t k", b=b, t=t)[object_rank[tnodes[rows]], videos[pair]]  # [O, T, K]
     best_sim, best_slot = sims.max(-1)
     keep = frame_mask[videos[pair]] & (best_sim > threshold)  # [O, T]
     obj, frame = keep.nonzero(as_tuple=True)

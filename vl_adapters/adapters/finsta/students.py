@@ -37,7 +37,8 @@ class VideoStudent(nn.Module):
         """patch_tokens [B,T,N,C] -> (video feature [B, dim], ordered frame states [B,T,dim])."""
         tokens = self.token_proj(patch_tokens) + self.position_proj(grid_coordinates(grid, patch_tokens.device))
         attn = (torch.einsum("btnd,kd->btkn", tokens, self.queries) / math.sqrt(tokens.shape[-1])).softmax(-1)
-        frame = self.frame_norm(torch.einsum("btkn,btnd->btkd", attn, tokens).mean(2))  # [B,T,dim]
+        # the mean of the K slots is the tokens pooled by the mean of the K attention rows: one pooling, not K
+        frame = self.frame_norm(torch.einsum("btn,btnd->btd", attn.mean(2), tokens))  # [B,T,dim]
         positions = sinusoid_positions(frame.shape[1], frame.shape[2], device=frame.device)
         ordered = self.temporal(frame + positions, src_key_padding_mask=~frame_mask)
         pooled = torch.cat([masked_mean(frame, frame_mask, dim=1), masked_mean(ordered, frame_mask, dim=1)], dim=-1)

@@ -74,44 +74,55 @@ def track_slots(tokens: Tensor, coords: Tensor, frame_mask: Tensor, *, slots: in
     unit = F.normalize(tokens, dim=-1)
     real = frame_mask[..., None].expand(b, t, n).reshape(b, t * n)
     flat = unit.reshape(b, t * n, -1)
+    # each token's cosine to one vector per video: a multiply and sum, as einsum's [M,C]x[C,1] matmuls are ~4x
+    # slower at this size
+    cosine_to = lambda v: (flat * v[:, None]).sum(-1)  # noqa: E731
     with torch.no_grad():  # farthest-point seeds over the video's real tokens
         mean = F.normalize((flat * real[..., None]).sum(1), dim=-1)
-        seeds = [torch.einsum("bmc,bc->bm", flat, mean).masked_fill(~real, float("inf")).argmin(1)]
+        seeds = [cosine_to(mean).masked_fill(~real, float("inf")).argmin(1)]
         picked = lambda m: flat[torch.arange(b, device=flat.device), m]  # noqa: E731
-        closest = (1 - torch.einsum("bmc,bc->bm", flat, picked(seeds[0]))).masked_fill(~real, float("-inf"))
+        closest = (1 - cosine_to(picked(seeds[0]))).masked_fill(~real, float("-inf"))
         for _ in range(k - 1):
             seeds.append(closest.argmax(1))
-            closest = torch.minimum(closest, 1 - torch.einsum("bmc,bc->bm", flat, picked(seeds[-1])))
+            closest = torch.minimum(closest, 1 - cosine_to(picked(seeds[-1])))
     centre = torch.stack([picked(m) for m in seeds], dim=1)[:, None].expand(b, t, k, -1)  # [B,T,K,C]
     frames = torch.arange(t, device=tokens.device, dtype=tokens.dtype)
     kernel = torch.exp(-(frames[:, None] - frames[None]).square() / (2 * max(smoothing, 1e-3) ** 2))  # [T,T]
     kernel = kernel * frame_mask[:, None, :].to(tokens.dtype)  # [B,T,S]: real frames only
     position = None
+    # slots before patches ([B,T,K,N]): the softmax over K then runs across contiguous rows of N, which torch
+    # vectorises, where a softmax over a last dim of K = 6 is ~5x slower; the sums over N become matmuls
     for _ in range(max(iters, 1)):
-        logits = torch.einsum("btnc,btkc->btnk", unit, F.normalize(centre, dim=-1)) / temperature
+        logits = torch.einsum("btkc,btnc->btkn", F.normalize(centre, dim=-1), unit) / temperature
         if position is not None:
-            distance = torch.cdist(coords.expand(b * t, -1, -1), position.reshape(b * t, k, 2)).view(b, t, n, k)
+            distance = torch.cdist(position.reshape(b * t, k, 2), coords.expand(b * t, -1, -1)).view(b, t, k, n)
             logits = logits - coord_weight * distance.square() / temperature
-        assign = logits.softmax(-1)  # [B,T,N,K]
-        weight = assign / assign.sum(2, keepdim=True).clamp_min(1e-6)
-        position = torch.einsum("btnk,nd->btkd", weight, coords)
-        mass = assign.mean(2)  # [B,T,K]
-        frame_centre = torch.einsum("btnk,btnc->btkc", weight, unit)
+        assign = logits.softmax(2)  # [B,T,K,N]
+        weight = assign / assign.sum(3, keepdim=True).clamp_min(1e-6)
+        position = torch.einsum("btkn,nd->btkd", weight, coords)
+        mass = assign.mean(3)  # [B,T,K]
+        frame_centre = torch.einsum("btkn,btnc->btkc", weight, unit)
         share = torch.einsum("bts,bsk->btsk", kernel, mass)
         centre = torch.einsum("btsk,bskc->btkc", share, frame_centre) / share.sum(2)[..., None].clamp_min(1e-6)
-    return torch.einsum("btnk,btnc->btkc", weight, tokens), position, mass
+    return torch.einsum("btkn,btnc->btkc", weight, tokens), position, mass
 
 
-def pair_geometry(pos_a: Tensor, pos_b: Tensor, mass_a: Tensor, mass_b: Tensor, feat_a: Tensor, feat_b: Tensor,
+def pair_geometry(pos_a: Tensor, pos_b: Tensor, mass_a: Tensor, mass_b: Tensor, cosine: Tensor,
                   temporal: bool) -> Tensor:
-    """Edge features of a -> b for matching leading shapes: [..., EDGE_DIM]."""
+    """Edge features of a -> b for matching leading shapes: [..., EDGE_DIM]; cosine [...] of their features."""
     delta = pos_b - pos_a
     return torch.cat([
         delta, delta.norm(dim=-1, keepdim=True),
         (mass_b.clamp_min(1e-6).log() - mass_a.clamp_min(1e-6).log())[..., None],
-        F.cosine_similarity(feat_a, feat_b, dim=-1)[..., None],
+        cosine[..., None],
         torch.full_like(delta[..., :1], float(temporal)),
     ], dim=-1)
+
+
+def unit_features(x: Tensor) -> Tensor:
+    """x over its norm clamped as F.cosine_similarity clamps it (eps 1e-8), so dot products of these are its
+    cosines, while each slot is normalised once rather than once per edge it sits on."""
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-8)
 
 
 def match_frames(x: Tensor, pos: Tensor, distance_weight: float) -> Tensor:
@@ -138,8 +149,10 @@ def build_graph(x: Tensor, pos: Tensor, mass: Tensor, frame_mask: Tensor, *, tra
     dst = node_id[:, :, ii]
     keep = frame_mask[..., None].expand_as(src)
     spatial_edge_index = torch.stack([src[keep], dst[keep]])
+    unit = unit_features(x)
+    cosine = torch.einsum("btic,btjc->btij", unit, unit)  # [B,T,K,K]: every pair's cosine in one matmul
     spatial_attr = pair_geometry(pos[:, :, jj], pos[:, :, ii], mass[:, :, jj], mass[:, :, ii],
-                                 x[:, :, jj], x[:, :, ii], temporal=False)[keep]
+                                 cosine[:, :, jj, ii], temporal=False)[keep]
     # temporal: slot at t -> argmax at t+1 (both frames real); predecessor: best match at t-1
     if t > 1:
         if tracked:
@@ -154,7 +167,8 @@ def build_graph(x: Tensor, pos: Tensor, mass: Tensor, frame_mask: Tensor, *, tra
         temporal_edge_index = torch.stack([src_t[keep_t], dst_t[keep_t]])
         gather = lambda v: torch.gather(v[:, 1:], 2, best_next[..., None].expand(-1, -1, -1, v.shape[-1]))  # noqa: E731
         temporal_attr = pair_geometry(pos[:, :-1], gather(pos), mass[:, :-1],
-                                      gather(mass[..., None])[..., 0], x[:, :-1], gather(x), temporal=True)[keep_t]
+                                      gather(mass[..., None])[..., 0], (unit[:, :-1] * gather(unit)).sum(-1),
+                                      temporal=True)[keep_t]
         first = torch.arange(k, device=device).expand(b, 1, k)
         predecessor = torch.cat([first, best_prev], dim=1)
         # a slot after a padded frame is its own predecessor
