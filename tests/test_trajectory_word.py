@@ -264,3 +264,42 @@ def test_the_last_layer_updates_only_what_the_encoder_reads(tie):
     assert none is None and last_words.shape[1] == 1 and full_patches is not None
     torch.testing.assert_close(last_words[:, 0], full_words[:, 0], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(last_summary, full_summary, rtol=1e-6, atol=1e-6)
+
+
+def _word_to_patch_on_concatenation(q_video, k_video, v_video, k_words, v_words, word_mask):
+    """The straightforward W2P: SDPA per (pair, frame) on the words' keys/values copied into every frame
+    and concatenated with the frame's tokens."""
+    p, t = q_video.shape[:2]
+    words = lambda x: x.permute(0, 2, 1, 3)[:, None].expand(-1, t, -1, -1, -1)  # noqa: E731
+    frame = lambda x: x.permute(0, 1, 3, 2, 4)  # noqa: E731
+    k = torch.cat([words(k_words), frame(k_video)], dim=3).flatten(0, 1)
+    v = torch.cat([words(v_words), frame(v_video)], dim=3).flatten(0, 1)
+    keep = torch.cat([word_mask, word_mask.new_ones(p, k_video.shape[2])], dim=1)
+    keep = keep[:, None].expand(-1, t, -1).reshape(p * t, 1, 1, -1)
+    out = torch.nn.functional.scaled_dot_product_attention(frame(q_video).flatten(0, 1), k, v, attn_mask=keep)
+    return out.unflatten(0, (p, t)).permute(0, 1, 3, 2, 4).flatten(-2)
+
+
+@pytest.mark.parametrize("queries", [1, 5])  # the summary alone (last layer) or every token
+def test_word_to_patch_matches_sdpa_on_the_concatenation(queries):
+    from vl_adapters.adapters.trajectory_word.modules import word_to_patch
+
+    g = torch.Generator().manual_seed(0)
+    p, t, n, words, h, d = 3, 4, 4, 6, 2, 8
+    tensors = [torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True) for shape in
+               [(p, t, queries, h, d), (p, t, 1 + n, h, d), (p, t, 1 + n, h, d), (p, words, h, d), (p, words, h, d)]]
+    word_mask = torch.ones(p, words, dtype=torch.bool)
+    word_mask[0, 3:] = False  # padded words must get no weight
+    word_mask[2, 1:] = False  # the sentence token alone
+    grad_out = torch.randn(p, t, queries, h * d, generator=g, dtype=torch.float64)
+    results = []
+    for fn in (word_to_patch, _word_to_patch_on_concatenation):
+        out = fn(*tensors, word_mask)
+        grads = torch.autograd.grad(out, tensors, grad_out)
+        results.append((out, grads))
+    (out, grads), (ref, ref_grads) = results
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    for grad, ref_grad in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-10)
+    # the padded words' values get no gradient: they were not attended to
+    assert grads[4][0, 3:].abs().max() == 0

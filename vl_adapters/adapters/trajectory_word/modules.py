@@ -84,15 +84,17 @@ def word_to_patch(q_video: Tensor, k_video: Tensor, v_video: Tensor, k_words: Te
     q_video [P,T,Q,H,d]: the queries, the first Q of the frame's tokens (all 1+N, or the summary alone in a
     last layer); k/v_video [P,T,1+N,H,d] (index 0 = the video summary copied into every frame); k/v_words
     [P,L,H,d] -> [P,T,Q,H*d]. No attention crosses frames here: (pairs, frames, heads) batch one fused call."""
-    p, t = q_video.shape[:2]
-    words = lambda x: rearrange(x, "p l h d -> p 1 h l d").expand(-1, t, -1, -1, -1)  # noqa: E731
-    frame = lambda x: rearrange(x, "p t i h d -> p t h i d")  # noqa: E731
-    k = torch.cat([words(k_words), frame(k_video)], dim=3).flatten(0, 1)  # [(P T), H, L+1+N, d]
-    v = torch.cat([words(v_words), frame(v_video)], dim=3).flatten(0, 1)
-    keep = torch.cat([word_mask, word_mask.new_ones(p, k_video.shape[2])], dim=1)  # [P, L+1+N]
-    keep = keep[:, None].expand(-1, t, -1).reshape(p * t, 1, 1, -1)
-    out = F.scaled_dot_product_attention(frame(q_video).flatten(0, 1), k, v, attn_mask=keep)
-    return rearrange(out, "(p t) h i d -> p t i (h d)", p=p)
+    # Scoring the words once per pair and the frame's tokens per frame, instead of SDPA on keys/values
+    # concatenated with the words copied into every frame, saves the copies and their zero-filled gradients.
+    scale = q_video.shape[-1] ** -0.5
+    to_words = einsum(q_video, k_words, "p t i h d, p l h d -> p t h i l") * scale
+    to_frame = einsum(q_video, k_video, "p t i h d, p t j h d -> p t h i j") * scale
+    keep = torch.cat([word_mask, word_mask.new_ones(word_mask.shape[0], k_video.shape[2])], dim=1)
+    attn = masked_softmax(torch.cat([to_words, to_frame], dim=-1), keep[:, None, None, None])
+    a_words, a_frame = attn.split([k_words.shape[1], k_video.shape[2]], dim=-1)
+    out = (einsum(a_words, v_words, "p t h i l, p l h d -> p t i h d")
+           + einsum(a_frame, v_video, "p t h i j, p t j h d -> p t i h d"))
+    return rearrange(out, "p t i h d -> p t i (h d)")
 
 
 def feed_forward(*, width: int, mlp_ratio: float, dropout: float) -> nn.Sequential:
