@@ -34,8 +34,11 @@ class QKV(nn.Module):
         return rearrange(self.query(x), "... (h d) -> ... h d", h=self.heads)
 
     def kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        k, v = rearrange(self.key_value(x), "... (two h d) -> two ... h d", two=2, h=self.heads)
-        return k, v
+        # chunk, not unbinding a "two" axis: its backward is one cat into the projection's layout, where
+        # unbind's would stack the two gradients and then copy them into that layout.
+        k, v = self.key_value(x).chunk(2, dim=-1)
+        return (rearrange(k, "... (h d) -> ... h d", h=self.heads),
+                rearrange(v, "... (h d) -> ... h d", h=self.heads))
 
 
 class TrajectoryStep(nn.Module):
@@ -77,22 +80,24 @@ def trajectory_to_word(q: Tensor, k_words: Tensor, v_words: Tensor, k_traj: Tens
     return rearrange(out, "p l h d -> p l (h d)")
 
 
-def word_to_patch(q_video: Tensor, k_video: Tensor, v_video: Tensor, k_words: Tensor, v_words: Tensor,
-                  word_mask: Tensor) -> Tensor:
-    """Per frame, the summary token and the frame's patches attend over all words plus that frame's tokens.
+def word_to_patch(q_video: Tensor, k_video: Tensor, v_video: Tensor, k_shared: Tensor, v_shared: Tensor,
+                  shared_mask: Tensor) -> Tensor:
+    """Per frame, the queries attend over the keys every frame sees (the words, then the video summary)
+    plus that frame's own tokens.
 
-    q_video [P,T,Q,H,d]: the queries, the first Q of the frame's tokens (all 1+N, or the summary alone in a
-    last layer); k/v_video [P,T,1+N,H,d] (index 0 = the video summary copied into every frame); k/v_words
-    [P,L,H,d] -> [P,T,Q,H*d]. No attention crosses frames here: (pairs, frames, heads) batch one fused call."""
-    # Scoring the words once per pair and the frame's tokens per frame, instead of SDPA on keys/values
-    # concatenated with the words copied into every frame, saves the copies and their zero-filled gradients.
+    q_video [P,T,Q,H,d]: the queries of frame t (the summary and the frame's patches, or the summary alone
+    in a last layer); k/v_video [P,T,M,H,d] the frame's own tokens; k/v_shared [P,S,H,d] and shared_mask
+    [P,S] (True = real) -> [P,T,Q,H*d]. No attention crosses frames here.
+    """
+    # Scoring the shared keys once per pair and the frame's tokens per frame, instead of SDPA on keys/values
+    # concatenated with the shared ones copied into every frame, saves the copies and their zero-filled gradients.
     scale = q_video.shape[-1] ** -0.5
-    to_words = einsum(q_video, k_words, "p t i h d, p l h d -> p t h i l") * scale
+    to_shared = einsum(q_video, k_shared, "p t i h d, p s h d -> p t h i s") * scale
     to_frame = einsum(q_video, k_video, "p t i h d, p t j h d -> p t h i j") * scale
-    keep = torch.cat([word_mask, word_mask.new_ones(word_mask.shape[0], k_video.shape[2])], dim=1)
-    attn = masked_softmax(torch.cat([to_words, to_frame], dim=-1), keep[:, None, None, None])
-    a_words, a_frame = attn.split([k_words.shape[1], k_video.shape[2]], dim=-1)
-    out = (einsum(a_words, v_words, "p t h i l, p l h d -> p t i h d")
+    keep = torch.cat([shared_mask, shared_mask.new_ones(shared_mask.shape[0], k_video.shape[2])], dim=1)
+    attn = masked_softmax(torch.cat([to_shared, to_frame], dim=-1), keep[:, None, None, None])
+    a_shared, a_frame = attn.split([k_shared.shape[1], k_video.shape[2]], dim=-1)
+    out = (einsum(a_shared, v_shared, "p t h i s, p s h d -> p t i h d")
            + einsum(a_frame, v_video, "p t h i j, p t j h d -> p t i h d"))
     return rearrange(out, "p t i h d -> p t i (h d)")
 
@@ -157,17 +162,23 @@ class TrajectoryWordLayer(nn.Module):
         and feed-forward changes nothing that is read; it saves most of the last layer's video stream."""
         t = patches.shape[1]
         w = self.norm_text(words)
-        tokens = self.norm_video(torch.cat([summary[:, None, None].expand(-1, t, 1, -1), patches], dim=2))
-        k_video, v_video = self.w2p_qkv.kv(tokens)
-        k_words, v_words = self.w2p_qkv.kv(w)
+        # The summary is the same token in every frame (index 0 of each frame's 1+N tokens): it is normalised
+        # and projected once per pair and joins the words among the keys every frame sees, in the same
+        # order (words, summary, patches), instead of being copied into every frame.
+        s = self.norm_video(summary)[:, None]  # [P,1,W]
+        x = self.norm_video(patches)  # [P,T,N,W]
+        k_patches, v_patches = self.w2p_qkv.kv(x)
+        k_shared, v_shared = self.w2p_qkv.kv(torch.cat([w, s], dim=1))  # [P,L+1,H,d]
+        shared_mask = torch.cat([word_mask, word_mask.new_ones(word_mask.shape[0], 1)], dim=1)
         queries = w[:, :1] if last else w  # the words whose trajectories and T2W outputs are read
         if self.tie_weights:  # the shared projection of the patches serves the trajectory step too
-            tau = self.trajectory(self.w2p_qkv.q(queries), k_video[:, :, 1:], v_video[:, :, 1:])
+            tau = self.trajectory(self.w2p_qkv.q(queries), k_patches, v_patches)
         else:
-            tau = self.trajectories(queries, tokens[:, :, 1:])
+            tau = self.trajectories(queries, x)
         text_update = self.t2w(w, tau, word_mask, frame_mask, queries=queries)
-        video_queries = tokens[:, :, :1] if last else tokens
-        video_mixed = word_to_patch(self.w2p_qkv.q(video_queries), k_video, v_video, k_words, v_words, word_mask)
+        q_summary = repeat(self.w2p_qkv.q(s), "p 1 h d -> p t 1 h d", t=t)
+        q_video = q_summary if last else torch.cat([q_summary, self.w2p_qkv.q(x)], dim=2)  # [P,T,1(+N),H,d]
+        video_mixed = word_to_patch(q_video, k_patches, v_patches, k_shared, v_shared, shared_mask)
         video_update = self.out_video_proj(video_mixed)
         # The summary's per-frame outputs are averaged over real frames only.
         weights = frame_mask.to(video_update.dtype)[..., None]
