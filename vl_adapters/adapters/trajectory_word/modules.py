@@ -40,6 +40,19 @@ class QKV(nn.Module):
         return (rearrange(k, "... (h d) -> ... h d", h=self.heads),
                 rearrange(v, "... (h d) -> ... h d", h=self.heads))
 
+    def fold_key(self, q: Tensor) -> tuple[Tensor, Tensor]:
+        """Queries [...,H,d] -> (W_k,h^T q_h [...,H,W], q_h . b_k,h [...,H]), so that the score against a
+        token x is fold . x + bias = q . k(x): a few queries read many tokens without projecting them."""
+        w_k, _ = rearrange(self.key_value.weight, "(two h d) w -> two h d w", two=2, h=self.heads)
+        b_k, _ = rearrange(self.key_value.bias, "(two h d) -> two h d", two=2, h=self.heads)
+        return einsum(q, w_k, "... h d, h d w -> ... h w"), einsum(q, b_k, "... h d, h d -> ... h")
+
+    def project_values(self, mixed: Tensor, mass: Tensor) -> Tensor:
+        """sum_j a_j x_j [...,H,W] and sum_j a_j [...,H] -> sum_j a_j v(x_j) [...,H,d] (v is affine)."""
+        _, w_v = rearrange(self.key_value.weight, "(two h d) w -> two h d w", two=2, h=self.heads)
+        _, b_v = rearrange(self.key_value.bias, "(two h d) -> two h d", two=2, h=self.heads)
+        return einsum(mixed, w_v, "... h w, h d w -> ... h d") + mass[..., None] * b_v
+
 
 class TrajectoryStep(nn.Module):
     """tau[l, t] = LN(W_tau . concat_h softmax_n(q_l k_{t,n} / sqrt d) v_{t,n}): each word's soft pick of one
@@ -59,7 +72,20 @@ class TrajectoryStep(nn.Module):
         k = rearrange(k_patches, "p t n h d -> (p t) h n d")
         v = rearrange(v_patches, "p t n h d -> (p t) h n d")
         picked = F.scaled_dot_product_attention(q, k, v)  # [(P T), H, L, d]
-        return self.norm(self.proj(rearrange(picked, "(p t) h l d -> p l t (h d)", p=p)))
+        return self.output(rearrange(picked, "(p t) h l d -> p l t h d", p=p))
+
+    def output(self, picked: Tensor) -> Tensor:
+        """The picked values [P,L,T,H,d] -> trajectories [P,L,T,W]."""
+        return self.norm(self.proj(rearrange(picked, "p l t h d -> p l t (h d)")))
+
+    def folded(self, qkv: QKV, q_words: Tensor, patches: Tensor) -> Tensor:
+        """forward() with the key projection folded into the queries and the value projection applied
+        after the weighted sum (the per-query bias q . b_k is constant over a frame's patches: it cancels
+        in the softmax). q_words [P,L,H,d], normalised patches [P,T,N,W] -> [P,L,T,W]."""
+        fold, _ = qkv.fold_key(q_words)
+        attn = (einsum(fold, patches, "p l h w, p t n w -> p t h l n") * q_words.shape[-1] ** -0.5).softmax(-1)
+        mixed = einsum(attn, patches, "p t h l n, p t n w -> p l t h w")
+        return self.output(qkv.project_values(mixed, mixed.new_ones(mixed.shape[:-1])))
 
 
 def trajectory_to_word(q: Tensor, k_words: Tensor, v_words: Tensor, k_traj: Tensor, v_traj: Tensor,
@@ -99,6 +125,27 @@ def word_to_patch(q_video: Tensor, k_video: Tensor, v_video: Tensor, k_shared: T
     a_shared, a_frame = attn.split([k_shared.shape[1], k_video.shape[2]], dim=-1)
     out = (einsum(a_shared, v_shared, "p t h i s, p s h d -> p t i h d")
            + einsum(a_frame, v_video, "p t h i j, p t j h d -> p t i h d"))
+    return rearrange(out, "p t i h d -> p t i (h d)")
+
+
+def summary_to_patch(qkv: QKV, q_summary: Tensor, patches: Tensor, k_shared: Tensor, v_shared: Tensor,
+                     shared_mask: Tensor) -> Tensor:
+    """word_to_patch for the summary's query alone (a last layer), with the key projection folded into
+    the query and the value projection applied after the weighted sum, so the patches are never projected.
+
+    q_summary [P,1,H,d] (the same in every frame), normalised patches [P,T,N,W], k/v_shared [P,S,H,d],
+    shared_mask [P,S] -> [P,T,1,H*d]."""
+    t = patches.shape[1]
+    scale = q_summary.shape[-1] ** -0.5
+    fold, bias = qkv.fold_key(q_summary)
+    to_shared = repeat(einsum(q_summary, k_shared, "p i h d, p s h d -> p h i s"), "p h i s -> p t h i s", t=t)
+    to_frame = einsum(fold, patches, "p i h w, p t n w -> p t h i n") + rearrange(bias, "p i h -> p 1 h i 1")
+    keep = torch.cat([shared_mask, shared_mask.new_ones(shared_mask.shape[0], patches.shape[2])], dim=1)
+    attn = masked_softmax(torch.cat([to_shared, to_frame], dim=-1) * scale, keep[:, None, None, None])
+    a_shared, a_frame = attn.split([k_shared.shape[1], patches.shape[2]], dim=-1)
+    mixed = einsum(a_frame, patches, "p t h i n, p t n w -> p t i h w")
+    out = (einsum(a_shared, v_shared, "p t h i s, p s h d -> p t i h d")
+           + qkv.project_values(mixed, rearrange(a_frame.sum(-1), "p t h i -> p t i h")))
     return rearrange(out, "p t i h d -> p t i (h d)")
 
 
@@ -167,18 +214,27 @@ class TrajectoryWordLayer(nn.Module):
         # order (words, summary, patches), instead of being copied into every frame.
         s = self.norm_video(summary)[:, None]  # [P,1,W]
         x = self.norm_video(patches)  # [P,T,N,W]
-        k_patches, v_patches = self.w2p_qkv.kv(x)
         k_shared, v_shared = self.w2p_qkv.kv(torch.cat([w, s], dim=1))  # [P,L+1,H,d]
         shared_mask = torch.cat([word_mask, word_mask.new_ones(word_mask.shape[0], 1)], dim=1)
-        queries = w[:, :1] if last else w  # the words whose trajectories and T2W outputs are read
-        if self.tie_weights:  # the shared projection of the patches serves the trajectory step too
-            tau = self.trajectory(self.w2p_qkv.q(queries), k_patches, v_patches)
+        step_qkv = self.w2p_qkv if self.tie_weights else self.step_qkv
+        if last:
+            # Two queries per pair read the patches (the sentence's trajectory step, the summary's W2P):
+            # folding the key projection into them and projecting values after the weighted sum spares
+            # projecting all P*T*N patches to keys and values (forward and backward).
+            queries = w[:, :1]
+            tau = self.trajectory.folded(step_qkv, step_qkv.q(queries), x)
+            text_update = self.t2w(w, tau, word_mask, frame_mask, queries=queries)
+            video_mixed = summary_to_patch(self.w2p_qkv, self.w2p_qkv.q(s), x, k_shared, v_shared, shared_mask)
         else:
-            tau = self.trajectories(queries, x)
-        text_update = self.t2w(w, tau, word_mask, frame_mask, queries=queries)
-        q_summary = repeat(self.w2p_qkv.q(s), "p 1 h d -> p t 1 h d", t=t)
-        q_video = q_summary if last else torch.cat([q_summary, self.w2p_qkv.q(x)], dim=2)  # [P,T,1(+N),H,d]
-        video_mixed = word_to_patch(q_video, k_patches, v_patches, k_shared, v_shared, shared_mask)
+            k_patches, v_patches = self.w2p_qkv.kv(x)
+            if self.tie_weights:  # the shared projection of the patches serves the trajectory step too
+                tau = self.trajectory(self.w2p_qkv.q(w), k_patches, v_patches)
+            else:
+                tau = self.trajectories(w, x)
+            text_update = self.t2w(w, tau, word_mask, frame_mask)
+            q_summary = repeat(self.w2p_qkv.q(s), "p 1 h d -> p t 1 h d", t=t)
+            q_video = torch.cat([q_summary, self.w2p_qkv.q(x)], dim=2)  # [P,T,1+N,H,d]
+            video_mixed = word_to_patch(q_video, k_patches, v_patches, k_shared, v_shared, shared_mask)
         video_update = self.out_video_proj(video_mixed)
         # The summary's per-frame outputs are averaged over real frames only.
         weights = frame_mask.to(video_update.dtype)[..., None]
