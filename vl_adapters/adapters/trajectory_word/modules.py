@@ -78,15 +78,6 @@ class TrajectoryStep(nn.Module):
         """The picked values [P,L,T,H,d] -> trajectories [P,L,T,W]."""
         return self.norm(self.proj(rearrange(picked, "p l t h d -> p l t (h d)")))
 
-    def folded(self, qkv: QKV, q_words: Tensor, patches: Tensor) -> Tensor:
-        """forward() with the key projection folded into the queries and the value projection applied
-        after the weighted sum (the per-query bias q . b_k is constant over a frame's patches: it cancels
-        in the softmax). q_words [P,L,H,d], normalised patches [P,T,N,W] -> [P,L,T,W]."""
-        fold, _ = qkv.fold_key(q_words)
-        attn = (einsum(fold, patches, "p l h w, p t n w -> p t h l n") * q_words.shape[-1] ** -0.5).softmax(-1)
-        mixed = einsum(attn, patches, "p t h l n, p t n w -> p l t h w")
-        return self.output(qkv.project_values(mixed, mixed.new_ones(mixed.shape[:-1])))
-
 
 def trajectory_to_word(q: Tensor, k_words: Tensor, v_words: Tensor, k_traj: Tensor, v_traj: Tensor,
                        word_mask: Tensor, frame_mask: Tensor) -> Tensor:
@@ -128,25 +119,31 @@ def word_to_patch(q_video: Tensor, k_video: Tensor, v_video: Tensor, k_shared: T
     return rearrange(out, "p t i h d -> p t i (h d)")
 
 
-def summary_to_patch(qkv: QKV, q_summary: Tensor, patches: Tensor, k_shared: Tensor, v_shared: Tensor,
-                     shared_mask: Tensor) -> Tensor:
-    """word_to_patch for the summary's query alone (a last layer), with the key projection folded into
-    the query and the value projection applied after the weighted sum, so the patches are never projected.
+def last_layer_patch_reads(step_qkv: QKV, w2p_qkv: QKV, q_sentence: Tensor, q_summary: Tensor, patches: Tensor,
+                           k_shared: Tensor, v_shared: Tensor, shared_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """The last layer's two reads of the patches: the sentence's trajectory step and the summary's W2P.
 
-    q_summary [P,1,H,d] (the same in every frame), normalised patches [P,T,N,W], k/v_shared [P,S,H,d],
-    shared_mask [P,S] -> [P,T,1,H*d]."""
-    t = patches.shape[1]
+    Two queries per pair, so the key projection is folded into them (q.(W_k x + b_k) = (W_k^T q).x + q.b_k)
+    and the value projection applied after the weighted sum: the P*T*N patches are never projected. Both
+    queries run in one score einsum and one weighted sum (so the patches' gradient is written once).
+    q_sentence (step_qkv's) and q_summary (w2p_qkv's) [P,1,H,d], normalised patches [P,T,N,W], k/v_shared
+    [P,S,H,d], shared_mask [P,S] -> (picked values of the trajectory step [P,1,T,H,d], W2P [P,T,1,H*d]).
+    """
+    t, n = patches.shape[1:3]
     scale = q_summary.shape[-1] ** -0.5
-    fold, bias = qkv.fold_key(q_summary)
-    to_shared = repeat(einsum(q_summary, k_shared, "p i h d, p s h d -> p h i s"), "p h i s -> p t h i s", t=t)
-    to_frame = einsum(fold, patches, "p i h w, p t n w -> p t h i n") + rearrange(bias, "p i h -> p 1 h i 1")
-    keep = torch.cat([shared_mask, shared_mask.new_ones(shared_mask.shape[0], patches.shape[2])], dim=1)
-    attn = masked_softmax(torch.cat([to_shared, to_frame], dim=-1) * scale, keep[:, None, None, None])
-    a_shared, a_frame = attn.split([k_shared.shape[1], patches.shape[2]], dim=-1)
-    mixed = einsum(a_frame, patches, "p t h i n, p t n w -> p t i h w")
-    out = (einsum(a_shared, v_shared, "p t h i s, p s h d -> p t i h d")
-           + qkv.project_values(mixed, rearrange(a_frame.sum(-1), "p t h i -> p t i h")))
-    return rearrange(out, "p t i h d -> p t i (h d)")
+    fold_sentence, _ = step_qkv.fold_key(q_sentence)  # its q.b_k is constant over a frame: cancels in the softmax
+    fold_summary, bias = w2p_qkv.fold_key(q_summary)
+    scores = einsum(torch.cat([fold_sentence, fold_summary], dim=1), patches, "p l h w, p t n w -> p t h l n") * scale
+    to_points, to_frame = scores.unbind(3)  # [P,T,H,N] each
+    to_shared = repeat(einsum(q_summary[:, 0], k_shared, "p h d, p s h d -> p h s") * scale, "p h s -> p t h s", t=t)
+    keep = torch.cat([shared_mask, shared_mask.new_ones(shared_mask.shape[0], n)], dim=1)
+    attn = masked_softmax(torch.cat([to_shared, to_frame + bias[:, :, :, None] * scale], dim=-1), keep[:, None, None])
+    a_shared, a_frame = attn.split([k_shared.shape[1], n], dim=-1)
+    mixed = einsum(torch.stack([to_points.softmax(-1), a_frame], dim=3), patches, "p t h l n, p t n w -> p l t h w")
+    picked = step_qkv.project_values(mixed[:, :1], mixed.new_ones(mixed[:, :1].shape[:-1]))
+    frame_part = w2p_qkv.project_values(mixed[:, 1], a_frame.sum(-1))  # [P,T,H,d]
+    out = einsum(a_shared, v_shared, "p t h s, p s h d -> p t h d") + frame_part
+    return picked, rearrange(out, "p t h d -> p t 1 (h d)")
 
 
 def feed_forward(*, width: int, mlp_ratio: float, dropout: float) -> nn.Sequential:
@@ -218,13 +215,10 @@ class TrajectoryWordLayer(nn.Module):
         shared_mask = torch.cat([word_mask, word_mask.new_ones(word_mask.shape[0], 1)], dim=1)
         step_qkv = self.w2p_qkv if self.tie_weights else self.step_qkv
         if last:
-            # Two queries per pair read the patches (the sentence's trajectory step, the summary's W2P):
-            # folding the key projection into them and projecting values after the weighted sum spares
-            # projecting all P*T*N patches to keys and values (forward and backward).
             queries = w[:, :1]
-            tau = self.trajectory.folded(step_qkv, step_qkv.q(queries), x)
-            text_update = self.t2w(w, tau, word_mask, frame_mask, queries=queries)
-            video_mixed = summary_to_patch(self.w2p_qkv, self.w2p_qkv.q(s), x, k_shared, v_shared, shared_mask)
+            picked, video_mixed = last_layer_patch_reads(step_qkv, self.w2p_qkv, step_qkv.q(queries),
+                                                         self.w2p_qkv.q(s), x, k_shared, v_shared, shared_mask)
+            text_update = self.t2w(w, self.trajectory.output(picked), word_mask, frame_mask, queries=queries)
         else:
             k_patches, v_patches = self.w2p_qkv.kv(x)
             if self.tie_weights:  # the shared projection of the patches serves the trajectory step too
