@@ -264,3 +264,103 @@ def test_the_last_layer_updates_only_what_the_encoder_reads(tie):
     assert none is None and last_words.shape[1] == 1 and full_patches is not None
     torch.testing.assert_close(last_words[:, 0], full_words[:, 0], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(last_summary, full_summary, rtol=1e-6, atol=1e-6)
+
+
+def _word_to_patch_on_concatenation(q_video, k_video, v_video, k_words, v_words, word_mask):
+    """The straightforward W2P: SDPA per (pair, frame) on the words' keys/values copied into every frame
+    and concatenated with the frame's tokens."""
+    p, t = q_video.shape[:2]
+    words = lambda x: x.permute(0, 2, 1, 3)[:, None].expand(-1, t, -1, -1, -1)  # noqa: E731
+    frame = lambda x: x.permute(0, 1, 3, 2, 4)  # noqa: E731
+    k = torch.cat([words(k_words), frame(k_video)], dim=3).flatten(0, 1)
+    v = torch.cat([words(v_words), frame(v_video)], dim=3).flatten(0, 1)
+    keep = torch.cat([word_mask, word_mask.new_ones(p, k_video.shape[2])], dim=1)
+    keep = keep[:, None].expand(-1, t, -1).reshape(p * t, 1, 1, -1)
+    out = torch.nn.functional.scaled_dot_product_attention(frame(q_video).flatten(0, 1), k, v, attn_mask=keep)
+    return out.unflatten(0, (p, t)).permute(0, 1, 3, 2, 4).flatten(-2)
+
+
+@pytest.mark.parametrize("queries", [1, 5])  # the summary alone (last layer) or every token
+def test_word_to_patch_matches_sdpa_on_the_concatenation(queries):
+    from vl_adapters.adapters.trajectory_word.modules import word_to_patch
+
+    g = torch.Generator().manual_seed(0)
+    p, t, n, words, h, d = 3, 4, 4, 6, 2, 8
+    tensors = [torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True) for shape in
+               [(p, t, queries, h, d), (p, t, 1 + n, h, d), (p, t, 1 + n, h, d), (p, words, h, d), (p, words, h, d)]]
+    word_mask = torch.ones(p, words, dtype=torch.bool)
+    word_mask[0, 3:] = False  # padded words must get no weight
+    word_mask[2, 1:] = False  # the sentence token alone
+    grad_out = torch.randn(p, t, queries, h * d, generator=g, dtype=torch.float64)
+    results = []
+    for fn in (word_to_patch, _word_to_patch_on_concatenation):
+        out = fn(*tensors, word_mask)
+        grads = torch.autograd.grad(out, tensors, grad_out)
+        results.append((out, grads))
+    (out, grads), (ref, ref_grads) = results
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    for grad, ref_grad in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-10)
+    # the padded words' values get no gradient: they were not attended to
+    assert grads[4][0, 3:].abs().max() == 0
+
+
+def _layer_with_the_summary_in_every_frame(layer, words, summary, patches, word_mask, frame_mask, last):
+    """The straightforward layer: the summary copied into every frame as its token 0, one key/value
+    projection of the [P,T,1+N,W] tokens, and W2P as SDPA on the words concatenated with each frame's tokens."""
+    t = patches.shape[1]
+    w = layer.norm_text(words)
+    tokens = layer.norm_video(torch.cat([summary[:, None, None].expand(-1, t, 1, -1), patches], dim=2))
+    k_video, v_video = layer.w2p_qkv.kv(tokens)
+    k_words, v_words = layer.w2p_qkv.kv(w)
+    queries = w[:, :1] if last else w
+    if layer.tie_weights:
+        tau = layer.trajectory(layer.w2p_qkv.q(queries), k_video[:, :, 1:], v_video[:, :, 1:])
+    else:
+        tau = layer.trajectories(queries, tokens[:, :, 1:])
+    text_update = layer.t2w(w, tau, word_mask, frame_mask, queries=queries)
+    video_queries = tokens[:, :, :1] if last else tokens
+    mixed = _word_to_patch_on_concatenation(layer.w2p_qkv.q(video_queries), k_video, v_video, k_words, v_words,
+                                            word_mask)
+    video_update = layer.out_video_proj(mixed)
+    weights = frame_mask.to(video_update.dtype)[..., None]
+    summary_update = (video_update[:, :, 0] * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+    words = (words[:, :1] if last else words) + text_update
+    summary = summary + summary_update
+    words = words + layer.ffn_text(words)
+    summary = summary + layer.ffn_video_block(summary)
+    if last:
+        return words, summary
+    patches = patches + video_update[:, :, 1:]
+    return words, summary, patches + layer.ffn_video_block(patches)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+@pytest.mark.parametrize("last", [True, False])
+def test_layer_matches_the_summary_copied_into_every_frame(tie, last):
+    """The layer projects the summary once per pair; outputs and every gradient equal the version that
+    copies it into every frame (masked words and a padded frame included)."""
+    torch.manual_seed(0)
+    layer = TrajectoryWordLayer(width=16, heads=4, mlp_ratio=2.0, dropout=0.0, tie_weights=tie).double()
+    p, t, n, length = 3, 4, 5, 6
+    words = torch.randn(p, length, 16, dtype=torch.float64, requires_grad=True)
+    summary = torch.randn(p, 16, dtype=torch.float64, requires_grad=True)
+    patches = torch.randn(p, t, n, 16, dtype=torch.float64, requires_grad=True)
+    word_mask = torch.ones(p, length, dtype=torch.bool)
+    word_mask[0, 3:] = False
+    frame_mask = torch.ones(p, t, dtype=torch.bool)
+    frame_mask[2, 2:] = False
+    inputs = [words, summary, patches, *layer.parameters()]
+    results = []
+    for fn in (layer, lambda *a, last: _layer_with_the_summary_in_every_frame(layer, *a, last)):
+        outs = [o for o in fn(words, summary, patches, word_mask, frame_mask, last=last) if o is not None]
+        loss = sum((o * torch.linspace(-1, 1, o.numel(), dtype=o.dtype).view_as(o)).sum() for o in outs)
+        results.append((outs, torch.autograd.grad(loss, inputs, allow_unused=True)))
+    (outs, grads), (ref_outs, ref_grads) = results
+    for out, ref in zip(outs, ref_outs, strict=True):
+        torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    for grad, ref in zip(grads, ref_grads, strict=True):
+        if ref is None:
+            assert grad is None or grad.abs().max() == 0
+        else:
+            torch.testing.assert_close(grad, ref, rtol=1e-10, atol=1e-10)

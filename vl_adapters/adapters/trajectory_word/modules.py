@@ -34,8 +34,24 @@ class QKV(nn.Module):
         return rearrange(self.query(x), "... (h d) -> ... h d", h=self.heads)
 
     def kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        k, v = rearrange(self.key_value(x), "... (two h d) -> two ... h d", two=2, h=self.heads)
-        return k, v
+        # chunk, not unbinding a "two" axis: its backward is one cat into the projection's layout, where
+        # unbind's would stack the two gradients and then copy them into that layout.
+        k, v = self.key_value(x).chunk(2, dim=-1)
+        return (rearrange(k, "... (h d) -> ... h d", h=self.heads),
+                rearrange(v, "... (h d) -> ... h d", h=self.heads))
+
+    def fold_key(self, q: Tensor) -> tuple[Tensor, Tensor]:
+        """Queries [...,H,d] -> (W_k,h^T q_h [...,H,W], q_h . b_k,h [...,H]), so that the score against a
+        token x is fold . x + bias = q . k(x): a few queries read many tokens without projecting them."""
+        w_k, _ = rearrange(self.key_value.weight, "(two h d) w -> two h d w", two=2, h=self.heads)
+        b_k, _ = rearrange(self.key_value.bias, "(two h d) -> two h d", two=2, h=self.heads)
+        return einsum(q, w_k, "... h d, h d w -> ... h w"), einsum(q, b_k, "... h d, h d -> ... h")
+
+    def project_values(self, mixed: Tensor, mass: Tensor) -> Tensor:
+        """sum_j a_j x_j [...,H,W] and sum_j a_j [...,H] -> sum_j a_j v(x_j) [...,H,d] (v is affine)."""
+        _, w_v = rearrange(self.key_value.weight, "(two h d) w -> two h d w", two=2, h=self.heads)
+        _, b_v = rearrange(self.key_value.bias, "(two h d) -> two h d", two=2, h=self.heads)
+        return einsum(mixed, w_v, "... h w, h d w -> ... h d") + mass[..., None] * b_v
 
 
 class TrajectoryStep(nn.Module):
@@ -56,7 +72,11 @@ class TrajectoryStep(nn.Module):
         k = rearrange(k_patches, "p t n h d -> (p t) h n d")
         v = rearrange(v_patches, "p t n h d -> (p t) h n d")
         picked = F.scaled_dot_product_attention(q, k, v)  # [(P T), H, L, d]
-        return self.norm(self.proj(rearrange(picked, "(p t) h l d -> p l t (h d)", p=p)))
+        return self.output(rearrange(picked, "(p t) h l d -> p l t h d", p=p))
+
+    def output(self, picked: Tensor) -> Tensor:
+        """The picked values [P,L,T,H,d] -> trajectories [P,L,T,W]."""
+        return self.norm(self.proj(rearrange(picked, "p l t h d -> p l t (h d)")))
 
 
 def trajectory_to_word(q: Tensor, k_words: Tensor, v_words: Tensor, k_traj: Tensor, v_traj: Tensor,
@@ -77,22 +97,53 @@ def trajectory_to_word(q: Tensor, k_words: Tensor, v_words: Tensor, k_traj: Tens
     return rearrange(out, "p l h d -> p l (h d)")
 
 
-def word_to_patch(q_video: Tensor, k_video: Tensor, v_video: Tensor, k_words: Tensor, v_words: Tensor,
-                  word_mask: Tensor) -> Tensor:
-    """Per frame, the summary token and the frame's patches attend over all words plus that frame's tokens.
+def word_to_patch(q_video: Tensor, k_video: Tensor, v_video: Tensor, k_shared: Tensor, v_shared: Tensor,
+                  shared_mask: Tensor) -> Tensor:
+    """Per frame, the queries attend over the keys every frame sees (the words, then the video summary)
+    plus that frame's own tokens.
 
-    q_video [P,T,Q,H,d]: the queries, the first Q of the frame's tokens (all 1+N, or the summary alone in a
-    last layer); k/v_video [P,T,1+N,H,d] (index 0 = the video summary copied into every frame); k/v_words
-    [P,L,H,d] -> [P,T,Q,H*d]. No attention crosses frames here: (pairs, frames, heads) batch one fused call."""
-    p, t = q_video.shape[:2]
-    words = lambda x: rearrange(x, "p l h d -> p 1 h l d").expand(-1, t, -1, -1, -1)  # noqa: E731
-    frame = lambda x: rearrange(x, "p t i h d -> p t h i d")  # noqa: E731
-    k = torch.cat([words(k_words), frame(k_video)], dim=3).flatten(0, 1)  # [(P T), H, L+1+N, d]
-    v = torch.cat([words(v_words), frame(v_video)], dim=3).flatten(0, 1)
-    keep = torch.cat([word_mask, word_mask.new_ones(p, k_video.shape[2])], dim=1)  # [P, L+1+N]
-    keep = keep[:, None].expand(-1, t, -1).reshape(p * t, 1, 1, -1)
-    out = F.scaled_dot_product_attention(frame(q_video).flatten(0, 1), k, v, attn_mask=keep)
-    return rearrange(out, "(p t) h i d -> p t i (h d)", p=p)
+    q_video [P,T,Q,H,d]: the queries of frame t (the summary and the frame's patches, or the summary alone
+    in a last layer); k/v_video [P,T,M,H,d] the frame's own tokens; k/v_shared [P,S,H,d] and shared_mask
+    [P,S] (True = real) -> [P,T,Q,H*d]. No attention crosses frames here.
+    """
+    # Scoring the shared keys once per pair and the frame's tokens per frame, instead of SDPA on keys/values
+    # concatenated with the shared ones copied into every frame, saves the copies and their zero-filled gradients.
+    scale = q_video.shape[-1] ** -0.5
+    to_shared = einsum(q_video, k_shared, "p t i h d, p s h d -> p t h i s") * scale
+    to_frame = einsum(q_video, k_video, "p t i h d, p t j h d -> p t h i j") * scale
+    keep = torch.cat([shared_mask, shared_mask.new_ones(shared_mask.shape[0], k_video.shape[2])], dim=1)
+    attn = masked_softmax(torch.cat([to_shared, to_frame], dim=-1), keep[:, None, None, None])
+    a_shared, a_frame = attn.split([k_shared.shape[1], k_video.shape[2]], dim=-1)
+    out = (einsum(a_shared, v_shared, "p t h i s, p s h d -> p t i h d")
+           + einsum(a_frame, v_video, "p t h i j, p t j h d -> p t i h d"))
+    return rearrange(out, "p t i h d -> p t i (h d)")
+
+
+def last_layer_patch_reads(step_qkv: QKV, w2p_qkv: QKV, q_sentence: Tensor, q_summary: Tensor, patches: Tensor,
+                           k_shared: Tensor, v_shared: Tensor, shared_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """The last layer's two reads of the patches: the sentence's trajectory step and the summary's W2P.
+
+    Two queries per pair, so the key projection is folded into them (q.(W_k x + b_k) = (W_k^T q).x + q.b_k)
+    and the value projection applied after the weighted sum: the P*T*N patches are never projected. Both
+    queries run in one score einsum and one weighted sum (so the patches' gradient is written once).
+    q_sentence (step_qkv's) and q_summary (w2p_qkv's) [P,1,H,d], normalised patches [P,T,N,W], k/v_shared
+    [P,S,H,d], shared_mask [P,S] -> (picked values of the trajectory step [P,1,T,H,d], W2P [P,T,1,H*d]).
+    """
+    t, n = patches.shape[1:3]
+    scale = q_summary.shape[-1] ** -0.5
+    fold_sentence, _ = step_qkv.fold_key(q_sentence)  # its q.b_k is constant over a frame: cancels in the softmax
+    fold_summary, bias = w2p_qkv.fold_key(q_summary)
+    scores = einsum(torch.cat([fold_sentence, fold_summary], dim=1), patches, "p l h w, p t n w -> p t h l n") * scale
+    to_points, to_frame = scores.unbind(3)  # [P,T,H,N] each
+    to_shared = repeat(einsum(q_summary[:, 0], k_shared, "p h d, p s h d -> p h s") * scale, "p h s -> p t h s", t=t)
+    keep = torch.cat([shared_mask, shared_mask.new_ones(shared_mask.shape[0], n)], dim=1)
+    attn = masked_softmax(torch.cat([to_shared, to_frame + bias[:, :, :, None] * scale], dim=-1), keep[:, None, None])
+    a_shared, a_frame = attn.split([k_shared.shape[1], n], dim=-1)
+    mixed = einsum(torch.stack([to_points.softmax(-1), a_frame], dim=3), patches, "p t h l n, p t n w -> p l t h w")
+    picked = step_qkv.project_values(mixed[:, :1], mixed.new_ones(mixed[:, :1].shape[:-1]))
+    frame_part = w2p_qkv.project_values(mixed[:, 1], a_frame.sum(-1))  # [P,T,H,d]
+    out = einsum(a_shared, v_shared, "p t h s, p s h d -> p t h d") + frame_part
+    return picked, rearrange(out, "p t h d -> p t 1 (h d)")
 
 
 def feed_forward(*, width: int, mlp_ratio: float, dropout: float) -> nn.Sequential:
@@ -155,17 +206,29 @@ class TrajectoryWordLayer(nn.Module):
         and feed-forward changes nothing that is read; it saves most of the last layer's video stream."""
         t = patches.shape[1]
         w = self.norm_text(words)
-        tokens = self.norm_video(torch.cat([summary[:, None, None].expand(-1, t, 1, -1), patches], dim=2))
-        k_video, v_video = self.w2p_qkv.kv(tokens)
-        k_words, v_words = self.w2p_qkv.kv(w)
-        queries = w[:, :1] if last else w  # the words whose trajectories and T2W outputs are read
-        if self.tie_weights:  # the shared projection of the patches serves the trajectory step too
-            tau = self.trajectory(self.w2p_qkv.q(queries), k_video[:, :, 1:], v_video[:, :, 1:])
+        # The summary is the same token in every frame (index 0 of each frame's 1+N tokens): it is normalised
+        # and projected once per pair and joins the words among the keys every frame sees, in the same
+        # order (words, summary, patches), instead of being copied into every frame.
+        s = self.norm_video(summary)[:, None]  # [P,1,W]
+        x = self.norm_video(patches)  # [P,T,N,W]
+        k_shared, v_shared = self.w2p_qkv.kv(torch.cat([w, s], dim=1))  # [P,L+1,H,d]
+        shared_mask = torch.cat([word_mask, word_mask.new_ones(word_mask.shape[0], 1)], dim=1)
+        step_qkv = self.w2p_qkv if self.tie_weights else self.step_qkv
+        if last:
+            queries = w[:, :1]
+            picked, video_mixed = last_layer_patch_reads(step_qkv, self.w2p_qkv, step_qkv.q(queries),
+                                                         self.w2p_qkv.q(s), x, k_shared, v_shared, shared_mask)
+            text_update = self.t2w(w, self.trajectory.output(picked), word_mask, frame_mask, queries=queries)
         else:
-            tau = self.trajectories(queries, tokens[:, :, 1:])
-        text_update = self.t2w(w, tau, word_mask, frame_mask, queries=queries)
-        video_queries = tokens[:, :, :1] if last else tokens
-        video_mixed = word_to_patch(self.w2p_qkv.q(video_queries), k_video, v_video, k_words, v_words, word_mask)
+            k_patches, v_patches = self.w2p_qkv.kv(x)
+            if self.tie_weights:  # the shared projection of the patches serves the trajectory step too
+                tau = self.trajectory(self.w2p_qkv.q(w), k_patches, v_patches)
+            else:
+                tau = self.trajectories(w, x)
+            text_update = self.t2w(w, tau, word_mask, frame_mask)
+            q_summary = repeat(self.w2p_qkv.q(s), "p 1 h d -> p t 1 h d", t=t)
+            q_video = torch.cat([q_summary, self.w2p_qkv.q(x)], dim=2)  # [P,T,1+N,H,d]
+            video_mixed = word_to_patch(q_video, k_patches, v_patches, k_shared, v_shared, shared_mask)
         video_update = self.out_video_proj(video_mixed)
         # The summary's per-frame outputs are averaged over real frames only.
         weights = frame_mask.to(video_update.dtype)[..., None]
