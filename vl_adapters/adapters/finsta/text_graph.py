@@ -113,8 +113,8 @@ class TextGraphBatch:
 
 
 def collate(graphs: list[TextGraph]) -> TextGraphBatch:
-    """Batch.from_data_list's result for these fields, without its per-graph Python bookkeeping (it cost ~20 ms
-    for 32 captions, against well under 1 ms here)."""
+    """Batch.from_data_list's result for these fields, without its per-graph Python bookkeeping (1.3 ms for
+    32 captions, against 0.3 ms here)."""
     nodes = torch.tensor([g.word.shape[0] for g in graphs], dtype=torch.long)
     edges = torch.tensor([g.edge_type.shape[0] for g in graphs], dtype=torch.long)
     offset = (torch.cumsum(nodes, 0) - nodes).repeat_interleave(edges)
